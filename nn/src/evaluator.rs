@@ -1,0 +1,380 @@
+//! The evaluator process: its configuration, how the engine starts it, and its `main`.
+//!
+//! The engine re-executes its own binary with [`ROLE_ARG`] followed by
+//! [`EvaluatorConfig::to_args`]; that process calls [`main_from_args`], the only place where
+//! libtorch is initialised. The child loads the network (or the heuristic), binds the socket,
+//! and reports one line on its stdout: `ready <description>` or `error <message>` (then exits
+//! non-zero). It exits when its parent dies: `PR_SET_PDEATHSIG` on Linux, and in any case when
+//! its stdin (a pipe from the parent) reaches end of file.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use crate::backend::Backend;
+use crate::client::{ClientError, EvalClient};
+use crate::heuristic::Heuristic;
+use crate::network::Network;
+use crate::server::{self, ServerConfig};
+
+/// The first argument that makes the `banyan` binary (or a test binary) the evaluator.
+pub const ROLE_ARG: &str = "__evaluator";
+
+/// Where the network runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// CPU threads.
+    Cpu,
+    /// The first CUDA device (an error if libtorch has none).
+    Cuda,
+    /// CUDA when libtorch has it, else the CPU.
+    #[default]
+    Auto,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            "auto" => Ok(DeviceChoice::Auto),
+            _ => Err(format!("unknown backend device {s:?} (cpu, cuda or auto)")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+            DeviceChoice::Auto => "auto",
+        })
+    }
+}
+
+/// Everything the evaluator process needs to know.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvaluatorConfig {
+    /// An Lc0 weights file; `None` serves the heuristic evaluator.
+    pub weights: Option<PathBuf>,
+    /// libtorch CPU threads for the forward pass.
+    pub threads: usize,
+    /// Where the network runs.
+    pub device: DeviceChoice,
+    /// Most positions per forward pass.
+    pub max_batch: usize,
+    /// Policy softmax temperature.
+    pub policy_temperature: f32,
+    /// The Unix-domain socket path the evaluator listens on. [`spawn`] creates its directory
+    /// (mode 0700) and removes both again.
+    pub socket: PathBuf,
+    /// How long [`spawn`] waits for the process to report ready (not passed to the child).
+    pub ready_timeout: Duration,
+}
+
+impl EvaluatorConfig {
+    /// Defaults (2 threads, automatic device, batches of up to 256, temperature 1.359, 60 s to
+    /// start) with a fresh socket path in a private temporary directory.
+    pub fn new(weights: Option<PathBuf>) -> EvaluatorConfig {
+        EvaluatorConfig {
+            weights,
+            threads: 2,
+            device: DeviceChoice::Auto,
+            max_batch: 256,
+            policy_temperature: 1.359,
+            socket: fresh_socket_path(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The command-line arguments (after [`ROLE_ARG`]) that [`EvaluatorConfig::from_args`]
+    /// turns back into this configuration (all but `ready_timeout`).
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |name: &str, value: &OsStr| {
+            args.push(name.into());
+            args.push(value.into());
+        };
+        if let Some(weights) = &self.weights {
+            push("--weights", weights.as_os_str());
+        }
+        push("--threads", self.threads.to_string().as_ref());
+        push("--device", self.device.to_string().as_ref());
+        push("--max-batch", self.max_batch.to_string().as_ref());
+        push("--policy-temperature", self.policy_temperature.to_string().as_ref());
+        push("--socket", self.socket.as_os_str());
+        args
+    }
+
+    /// Parses arguments written by [`EvaluatorConfig::to_args`]; unknown or malformed ones are
+    /// an error naming them. `--socket` is required.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<EvaluatorConfig, String> {
+        let mut config = EvaluatorConfig::new(None);
+        let mut socket = None;
+        let mut args = args.into_iter();
+        while let Some(name) = args.next() {
+            let name = name.to_string_lossy().into_owned();
+            let value = args
+                .next()
+                .ok_or_else(|| format!("evaluator argument {name} needs a value"))?;
+            let text = || value.to_str().ok_or_else(|| format!("{name}: not UTF-8"));
+            let number = |s: &str| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("{name}: expected a positive integer, got {s:?}"))
+            };
+            match name.as_str() {
+                "--weights" => config.weights = Some(value.into()),
+                "--threads" => config.threads = number(text()?)?,
+                "--device" => config.device = text()?.parse()?,
+                "--max-batch" => config.max_batch = number(text()?)?,
+                "--policy-temperature" => {
+                    config.policy_temperature = text()?
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|t| t.is_finite() && *t > 0.0)
+                        .ok_or_else(|| format!("{name}: expected a positive number"))?;
+                }
+                "--socket" => socket = Some(PathBuf::from(value)),
+                _ => return Err(format!("unknown evaluator argument {name}")),
+            }
+        }
+        config.socket = socket.ok_or("evaluator needs --socket")?;
+        Ok(config)
+    }
+}
+
+/// A fresh socket path `<tmp>/banyan-<pid>-<n>-<nanos>/evaluator.sock`.
+fn fresh_socket_path() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // Relaxed: only uniqueness matters.
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    std::env::temp_dir()
+        .join(format!("banyan-{}-{n}-{nanos:08x}", std::process::id()))
+        .join("evaluator.sock")
+}
+
+/// Why the evaluator could not be started.
+#[derive(Debug, Error)]
+pub enum SpawnError {
+    #[error("starting the evaluator: {0}")]
+    Io(#[from] io::Error),
+    /// The process started but reported an error (e.g. a bad weights file) and exited.
+    #[error("evaluator failed: {0}")]
+    Failed(String),
+    #[error("evaluator not ready after {0:?}")]
+    Timeout(Duration),
+}
+
+/// A running evaluator process. Dropping it kills and reaps the process and removes its
+/// socket (and the directory [`spawn`] made for it).
+pub struct EvaluatorProcess {
+    child: Child,
+    /// The write end of the child's stdin; closing it tells the child to exit.
+    stdin: Option<ChildStdin>,
+    socket: PathBuf,
+    created_dir: Option<PathBuf>,
+    description: String,
+}
+
+/// Starts `exe ROLE_ARG <config args>` and waits until it reports ready (or an error, or
+/// `config.ready_timeout` passes, in which case it is killed).
+///
+/// On Linux the child dies with the thread that spawned it (`PR_SET_PDEATHSIG` follows the
+/// parent thread), so call this from a thread that lives as long as the evaluator should.
+pub fn spawn(exe: &Path, config: &EvaluatorConfig) -> Result<EvaluatorProcess, SpawnError> {
+    let dir = config.socket.parent().unwrap_or(Path::new("."));
+    let created_dir = match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Some(dir.to_path_buf()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => None,
+        Err(e) => return Err(e.into()),
+    };
+    let child = Command::new(exe)
+        .arg(ROLE_ARG)
+        .args(config.to_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(dir) = &created_dir {
+                let _ = std::fs::remove_dir(dir); // Best effort: it is empty.
+            }
+            return Err(e.into());
+        }
+    };
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut process = EvaluatorProcess {
+        child,
+        stdin,
+        socket: config.socket.clone(),
+        created_dir,
+        description: String::new(),
+    };
+    // A thread reads the status line so that the wait can time out.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let result = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(result); // The receiver may have given up waiting.
+    });
+    let line = match rx.recv_timeout(config.ready_timeout) {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Err(SpawnError::Timeout(config.ready_timeout)),
+    };
+    let line = line.trim_end();
+    if let Some(description) = line.strip_prefix("ready ") {
+        process.description = description.to_string();
+        return Ok(process);
+    }
+    let status = process.wait()?;
+    Err(SpawnError::Failed(match line.strip_prefix("error ") {
+        Some(message) => message.to_string(),
+        None => format!("exited ({status}) before reporting ready"),
+    }))
+}
+
+impl EvaluatorProcess {
+    /// The socket to connect workers to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// What it evaluates with (network name and shape, or "heuristic").
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Opens a new connection to it.
+    pub fn connect(&self) -> Result<EvalClient, ClientError> {
+        EvalClient::connect(&self.socket)
+    }
+
+    /// Whether it is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Kills it (SIGKILL); reap it with [`EvaluatorProcess::wait`].
+    pub fn kill(&mut self) -> io::Result<()> {
+        self.child.kill()
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        self.stdin = None;
+        self.child.wait()
+    }
+}
+
+impl Drop for EvaluatorProcess {
+    fn drop(&mut self) {
+        // Best effort throughout: the process may already be gone.
+        let _ = self.kill();
+        let _ = self.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = &self.created_dir {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The evaluator process's `main`: `args` are those after [`ROLE_ARG`]. Returns only on
+/// failure (it exits when its parent goes away).
+pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let mut status = io::stdout();
+    let result = run(args, &mut status);
+    let err = result.unwrap_err();
+    tracing::error!("evaluator: {err}");
+    // Ignored: if the parent is gone there is nobody to tell.
+    let _ = writeln!(status, "error {}", err.replace('\n', " "));
+    let _ = status.flush();
+    ExitCode::FAILURE
+}
+
+/// Sets up and serves; returns only with an error message.
+fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Result<(), String> {
+    let config = EvaluatorConfig::from_args(args)?;
+    watch_parent(config.socket.clone());
+    let backend = load_backend(&config)?;
+    let listener = UnixListener::bind(&config.socket)
+        .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
+    let description = backend.describe().replace('\n', " ");
+    tracing::info!("evaluator ready: {description}");
+    writeln!(status, "ready {description}")
+        .and_then(|()| status.flush())
+        .map_err(|e| format!("reporting ready: {e}"))?;
+    let server_config = ServerConfig {
+        max_batch: config.max_batch,
+        policy_temperature: config.policy_temperature,
+    };
+    let err = server::serve(listener, backend, server_config);
+    Err(format!("accepting connections: {err}"))
+}
+
+/// The heuristic, or the network on the configured device and threads.
+fn load_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
+    let Some(weights) = &config.weights else {
+        return Ok(Box::new(Heuristic::new(config.max_batch)));
+    };
+    tch::set_num_threads(config.threads as i32);
+    tch::set_num_interop_threads(1);
+    let device = match config.device {
+        DeviceChoice::Cpu => tch::Device::Cpu,
+        DeviceChoice::Auto => tch::Device::cuda_if_available(),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        DeviceChoice::Cuda => return Err("CUDA requested but libtorch has no CUDA device".into()),
+    };
+    let network = Network::load(weights, device, config.max_batch)
+        .map_err(|e| format!("loading {}: {e}", weights.display()))?;
+    Ok(Box::new(network))
+}
+
+/// Makes this process exit when its parent does: the kernel's parent-death signal on Linux,
+/// and a thread that waits for end of file on stdin (the parent's pipe) everywhere; that thread
+/// removes the socket file first.
+fn watch_parent(socket: PathBuf) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        tracing::warn!("evaluator: PR_SET_PDEATHSIG failed: {e}");
+    }
+    thread::Builder::new()
+        .name("eval-parent-watch".into())
+        .spawn(move || {
+            let mut sink = [0u8; 64];
+            let mut stdin = io::stdin().lock();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            let _ = std::fs::remove_file(&socket); // Best effort: the parent may have done it.
+            // SAFETY: _exit ends the process at once without running atexit handlers or static
+            // destructors, which could block on locks held by libtorch's threads.
+            unsafe { libc::_exit(0) }
+        })
+        .expect("spawning the parent watcher");
+}

@@ -1,0 +1,134 @@
+//! Drives the real `banyan` binary over stdin/stdout, the way a GUI does.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+/// How long any single expected line may take before a test fails instead of hanging.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Engine {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+}
+
+impl Engine {
+    /// Starts the engine in the crate's directory with the test's environment.
+    pub fn start() -> Engine {
+        Engine::start_in(env!("CARGO_MANIFEST_DIR"), false)
+    }
+
+    /// Starts the engine in `dir`; with `empty_env`, as `env -i` would.
+    pub fn start_in(dir: impl AsRef<Path>, empty_env: bool) -> Engine {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banyan"));
+        cmd.current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if empty_env {
+            cmd.env_clear();
+        }
+        let mut child = cmd.spawn().expect("start banyan");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Engine {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_bytes(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(bytes)
+            .and_then(|()| stdin.flush())
+            .expect("write to banyan");
+    }
+
+    /// Reads lines until one starts with `prefix`; returns them all, that one last.
+    pub fn read_until(&mut self, prefix: &str) -> Vec<String> {
+        self.read_until_within(prefix, LINE_TIMEOUT)
+    }
+
+    pub fn read_until_within(&mut self, prefix: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let done = line.starts_with(prefix);
+                    seen.push(line);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no '{prefix}' within {timeout:?}; saw {seen:?}")
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("engine closed stdout before '{prefix}'; saw {seen:?}")
+                }
+            }
+        }
+    }
+
+    /// Lines already printed, without waiting.
+    pub fn drain(&mut self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// Closes stdin (as a GUI that dies would) without sending `quit`.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Sends `quit` and checks the engine exits promptly and cleanly.
+    pub fn quit(mut self) {
+        self.send("quit");
+        let status = self
+            .wait(Duration::from_secs(5))
+            .expect("banyan exits after quit");
+        assert!(status.success(), "exit status {status}");
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
