@@ -4,32 +4,135 @@
 //! `evalbench`); the hidden `__evaluator` and `__worker` roles are how the engine re-executes
 //! itself to start its child processes.
 
+mod bench;
 mod command;
+mod format;
 mod logging;
 mod options;
 mod output;
 mod session;
 
 use std::io::BufRead;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "banyan",
+    version,
+    about = "A UCI chess engine: multi-process MCTS guided by a neural network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Search a fixed set of positions and print nodes, time and nodes per second.
+    Bench {
+        /// An Lc0 network (default: the heuristic evaluator).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Playouts per position.
+        #[arg(long, default_value_t = 2000)]
+        nodes: u64,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        threads: u32,
+    },
+    /// Positions per second of the evaluator alone, per batch size, through the real process
+    /// and sockets and as a bare forward pass.
+    Evalbench {
+        /// An Lc0 network (default: the heuristic evaluator).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Batch sizes to measure.
+        #[arg(long = "batch", num_args = 1.., default_values_t = [1usize, 8, 32, 64, 256])]
+        batches: Vec<usize>,
+        /// libtorch CPU threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Seconds of measuring per batch size and path.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+}
+
 fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    // Child roles first: they parse their own arguments and set up their own logging.
+    match raw.first().map(String::as_str) {
+        Some(banyan_nn::evaluator::ROLE_ARG) => {
+            return banyan_nn::evaluator::main_from_args(std::env::args_os().skip(2));
+        }
+        Some(banyan_engine::WORKER_ROLE) => {
+            let _log = logging::init();
+            return banyan_engine::worker_main(&raw[1..]);
+        }
+        _ => {}
+    }
     let log = logging::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let result = match cli.command {
         None => {
             uci_loop(log);
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Some("-h" | "--help" | "help") => {
-            eprintln!("usage: banyan            speak UCI on stdin/stdout");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("banyan: unknown command '{other}' (try 'banyan --help')");
-            ExitCode::from(2)
+        Some(Sub::Bench {
+            weights,
+            nodes,
+            threads,
+        }) => bench::run(weights, nodes, threads.max(1)),
+        Some(Sub::Evalbench {
+            weights,
+            batches,
+            threads,
+            seconds,
+        }) => evalbench(weights, batches, threads, seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("banyan: error: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn evalbench(
+    weights: Option<PathBuf>,
+    batches: Vec<usize>,
+    threads: usize,
+    seconds: f64,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let options = banyan_nn::evalbench::BenchOptions {
+        weights,
+        batches,
+        threads: if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        },
+        device: banyan_nn::evaluator::DeviceChoice::Auto,
+        duration: std::time::Duration::from_secs_f64(seconds.clamp(0.1, 600.0)),
+    };
+    let report = banyan_nn::evalbench::run(&exe, &options).map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(())
 }
 
 /// Reads UCI commands until `quit` or end of input. Lines are decoded lossily, so bytes that

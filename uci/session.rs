@@ -1,10 +1,18 @@
-//! The front-end's state between commands: options and the current position.
+//! The front-end's state between commands: options, the current position, and the engine.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::command::{self, Command};
+use banyan_engine::{
+    Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode,
+};
+use cozy_chess::Color;
+
+use crate::command::{self, Command, GoParams};
+use crate::format;
 use crate::logging::LogTarget;
-use crate::options::Options;
+use crate::options::{Options, Value};
 use crate::output::Output;
 
 /// The engine as the GUI sees it.
@@ -12,14 +20,19 @@ pub struct Session {
     out: Output,
     log: LogTarget,
     options: Options,
+    engine: Engine,
+    position: GamePosition,
 }
 
 impl Session {
     pub fn new(out: Output, log: LogTarget) -> Self {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("banyan"));
         Session {
             out,
             log,
             options: Options::default(),
+            engine: Engine::new(exe),
+            position: GamePosition::default(),
         }
     }
 
@@ -35,12 +48,39 @@ impl Session {
                 }
                 self.out.line("uciok");
             }
-            Command::IsReady => self.out.line("readyok"),
+            Command::IsReady => {
+                // During a search the engine is ready by definition; otherwise start what is
+                // not running, so the first `go` does not pay for it.
+                if !self.engine.is_searching() {
+                    if let Err(e) = self.engine.ready() {
+                        self.out.error(e);
+                    }
+                }
+                self.out.line("readyok");
+            }
             Command::SetOption { name, value } => self.set_option(&name, value.as_deref()),
+            Command::UciNewGame => {
+                self.engine.stop();
+                self.engine.new_game();
+            }
+            Command::Position { fen, moves } => {
+                match GamePosition::parse(fen.as_deref(), &moves, self.options.bool("UCI_Chess960"))
+                {
+                    Ok(position) => self.position = position,
+                    Err(e) => self.out.error(format_args!("{e}; position unchanged")),
+                }
+            }
+            Command::Go { params, problems } => {
+                for problem in problems {
+                    self.out.error(problem);
+                }
+                self.go(&params);
+            }
+            Command::Stop => self.engine.stop(),
+            Command::PonderHit => self.engine.ponderhit(),
             Command::Quit => return ControlFlow::Break(()),
             Command::Empty | Command::Debug => {}
             Command::Unknown(why) => self.out.error(why),
-            other => self.out.error(format_args!("not handled yet: {other:?}")),
         }
         ControlFlow::Continue(())
     }
@@ -50,20 +90,133 @@ impl Session {
             Ok(parsed) => parsed,
             Err(why) => return self.out.error(why),
         };
-        if name == "LogFile" {
-            if let options::Value::Text(path) = &value {
-                if let Err(e) = self.log.set_file(path) {
-                    return self
-                        .out
-                        .error(format_args!("LogFile: cannot open '{path}': {e}"));
-                }
+        if self.engine.is_searching() {
+            return self
+                .out
+                .error(format_args!("{name} cannot change during a search"));
+        }
+        if let ("LogFile", Value::Text(path)) = (name, &value) {
+            if let Err(e) = self.log.set_file(path) {
+                return self
+                    .out
+                    .error(format_args!("LogFile: cannot open '{path}': {e}"));
             }
         }
+        if let ("WeightsFile", Value::Text(path)) = (name, &value) {
+            if weights_path(path).is_some_and(|p| !p.is_file()) {
+                return self.out.error(format_args!(
+                    "WeightsFile: no such file '{path}'; keeping the current evaluator"
+                ));
+            }
+        }
+        let previous = self.options.clone();
         self.options.set(name, value);
+        if let Err(e) = self.engine.configure(engine_config(&self.options)) {
+            self.out
+                .error(format_args!("{name}: {e}; keeping the current evaluator"));
+            self.options = previous;
+        }
+    }
+
+    fn go(&mut self, params: &GoParams) {
+        self.engine.stop();
+        self.engine.wait();
+        let chess960 = self.options.bool("UCI_Chess960");
+        let board = self.position.history().current().clone();
+        let mut searchmoves = Vec::new();
+        for text in &params.searchmoves {
+            match banyan_nn::policy::parse_uci_move(&board, text, chess960) {
+                Some(mv) => searchmoves.push(mv),
+                None => self.out.error(format_args!(
+                    "searchmoves: '{text}' is not legal here; ignored"
+                )),
+            }
+        }
+        let request = GoRequest {
+            limits: limits(params, board.side_to_move()),
+            searchmoves,
+        };
+        let out = self.out.clone();
+        let show_wdl = self.options.bool("UCI_ShowWDL");
+        self.engine.go(
+            self.position.clone(),
+            request,
+            Box::new(move |event| match event {
+                Event::Info(info) => format::info(&info, &board, chess960, show_wdl)
+                    .into_iter()
+                    .for_each(|l| out.line(l)),
+                Event::Verbose(stats) => format::move_stats(&stats, &board)
+                    .into_iter()
+                    .for_each(|l| out.line(l)),
+                Event::Error(e) => out.error(e),
+                Event::BestMove { best, ponder } => {
+                    out.line(format::bestmove(&board, best, ponder, chess960))
+                }
+            }),
+        );
     }
 
     /// Ends the engine: stops any search and its processes.
-    pub fn shutdown(&mut self) {}
+    pub fn shutdown(&mut self) {
+        self.engine.shutdown();
+    }
 }
 
-use crate::options;
+/// `None` for the heuristic, else the path.
+fn weights_path(text: &str) -> Option<PathBuf> {
+    match text.trim() {
+        "" | "<heuristic>" | "<default>" => None,
+        path => Some(PathBuf::from(path)),
+    }
+}
+
+/// The engine's configuration from the option values.
+pub fn engine_config(o: &Options) -> EngineConfig {
+    EngineConfig {
+        threads: o.int("Threads") as u32,
+        hash_mb: o.int("Hash") as u64,
+        weights: weights_path(o.text("WeightsFile")),
+        device: o.text("Backend").parse().unwrap_or_default(),
+        eval_threads: o.int("EvalThreads") as usize,
+        minibatch: o.int("MinibatchSize") as usize,
+        nncache_mb: o.int("NNCacheSize") as usize,
+        policy_temperature: o.float("PolicyTemperature") as f32,
+        cpuct: o.float("CPuct") as f32,
+        mode: match o.text("ProcessMode") {
+            "fork" => ProcessMode::Fork,
+            "spawn" => ProcessMode::Spawn,
+            _ => ProcessMode::platform_default(),
+        },
+        multipv: o.int("MultiPV") as usize,
+        verbose_move_stats: o.bool("VerboseMoveStats"),
+        move_overhead: Duration::from_millis(o.int("MoveOverhead") as u64),
+    }
+}
+
+/// The search limits of `go`, for the side to move.
+fn limits(p: &GoParams, stm: Color) -> Limits {
+    let ms = |v: u64| Duration::from_millis(v.min(1 << 40));
+    let (time, inc) = match stm {
+        Color::White => (p.wtime, p.winc),
+        Color::Black => (p.btime, p.binc),
+    };
+    Limits {
+        nodes: p.nodes,
+        depth: p.depth.map(|d| d.min(u32::MAX as u64) as u32),
+        mate: p.mate.map(|m| m.min(u32::MAX as u64) as u32),
+        movetime: p.movetime.map(ms),
+        clock: time.map(|t| Clock {
+            left: ms(t),
+            increment: ms(inc.unwrap_or(0)),
+            moves_to_go: p.movestogo.map(|m| m.clamp(1, u32::MAX as u64) as u32),
+        }),
+        // `go` with no limit at all searches until `stop`, as GUIs expect.
+        infinite: p.infinite
+            || (p.nodes.is_none()
+                && p.depth.is_none()
+                && p.mate.is_none()
+                && p.movetime.is_none()
+                && time.is_none()),
+        ponder: p.ponder,
+    }
+}

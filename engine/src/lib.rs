@@ -1,1 +1,24 @@
-//! engine
+//! The search coordinator of Banyan: the worker processes that grow the shared tree, their
+//! life cycle, search limits and time management, the best-move choice, info snapshots, and
+//! tree reuse between moves.
+//!
+//! The front-end owns one [`Engine`] on its main thread, configures it, and calls
+//! [`Engine::go`] with a callback that receives [`Event`]s: info snapshots and exactly one
+//! best move per search.
+
+mod childlog;
+mod control;
+mod coordinator;
+pub mod limits;
+pub mod moves;
+mod order;
+pub mod process;
+pub mod report;
+mod shm;
+mod worker;
+
+pub use coordinator::{Engine, EngineConfig, GoRequest};
+pub use limits::{Clock, Limits};
+pub use moves::GamePosition;
+pub use process::{ProcessMode, WORKER_ROLE, worker_main};
+pub use report::{Event, Info, Line, MoveStat, Score};

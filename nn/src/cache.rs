@@ -78,8 +78,11 @@ impl EvalCache {
         let file = File::from(fd);
         let len = file.metadata()?.len() as usize;
         let words = len / 8;
-        if len % (ENTRY_WORDS * 8) != 0 || words < 2 * ENTRY_WORDS {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an evaluation cache"));
+        if !len.is_multiple_of(ENTRY_WORDS * 8) || words < 2 * ENTRY_WORDS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not an evaluation cache",
+            ));
         }
         let entries = words / ENTRY_WORDS - 1;
         let cache = EvalCache::map(file, entries)?;
@@ -88,7 +91,10 @@ impl EvalCache {
         if header[MAGIC_WORD].load(Ordering::Relaxed) != MAGIC
             || header[ENTRIES_WORD].load(Ordering::Relaxed) != entries as u64
         {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not an evaluation cache"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not an evaluation cache",
+            ));
         }
         Ok(cache)
     }
@@ -310,7 +316,9 @@ mod tests {
         let x = (key % 1000) as f32 / 1000.0;
         Eval {
             wdl: [x, 1.0 - x, x / 2.0],
-            priors: (0..n).map(|i| ((key as usize + i) % 97) as f32 / 97.0).collect(),
+            priors: (0..n)
+                .map(|i| ((key as usize + i) % 97) as f32 / 97.0)
+                .collect(),
         }
     }
 
@@ -342,7 +350,13 @@ mod tests {
             assert!((a - b).abs() < 1e-4);
         }
         assert_eq!(cache.lookup(key, 3), None, "move count must match");
-        assert_eq!(cache.stats(), CacheStats { lookups: 3, hits: 1 });
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                lookups: 3,
+                hits: 1
+            }
+        );
         cache.clear();
         assert_eq!(cache.lookup(key, 4), None);
     }
@@ -385,7 +399,7 @@ mod tests {
     fn concurrent_writers_and_readers_never_see_torn_entries() {
         // Keys that differ only in their low bits all land in the same slot and fight over it.
         let cache = Arc::new(EvalCache::create(1).unwrap());
-        let keys: Vec<u64> = (1..=8u64).map(|k| 0xabcd << 48 | k * 1009).collect();
+        let keys: Vec<u64> = (1..=8u64).map(|k| (0xabcd << 48) | (k * 1009)).collect();
         let keys = Arc::new(keys);
         let threads: Vec<_> = (0..4)
             .map(|t| {

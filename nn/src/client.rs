@@ -180,12 +180,20 @@ impl EvalClient {
             Err(ReadError::Protocol(e)) => return Err(e.into()),
         };
         if header.count as usize != miss_moves.len() {
-            return Err(ClientError::BadBatch("answer count differs from the request"));
+            return Err(ClientError::BadBatch(
+                "answer count differs from the request",
+            ));
         }
         let mut evals = Vec::with_capacity(miss_moves.len());
         protocol::decode_response(header.count, &self.buf, &mut evals)?;
-        if evals.iter().zip(&miss_moves).any(|(e, &n)| e.priors.len() != n) {
-            return Err(ClientError::BadBatch("answer move count differs from the request"));
+        if evals
+            .iter()
+            .zip(&miss_moves)
+            .any(|(e, &n)| e.priors.len() != n)
+        {
+            return Err(ClientError::BadBatch(
+                "answer move count differs from the request",
+            ));
         }
         if let Some(cache) = &self.cache {
             for (key, eval) in miss_keys.iter().zip(&evals) {
@@ -203,7 +211,9 @@ impl EvalClient {
 /// Rejects what the protocol cannot carry, before anything is sent.
 fn validate(batch: &[EvalInput<'_>]) -> Result<(), ClientError> {
     if batch.is_empty() || batch.len() > MAX_POSITIONS as usize {
-        return Err(ClientError::BadBatch("batch size outside 1..=MAX_POSITIONS"));
+        return Err(ClientError::BadBatch(
+            "batch size outside 1..=MAX_POSITIONS",
+        ));
     }
     for input in batch {
         if input.moves.len() > MAX_MOVES {

@@ -173,11 +173,9 @@ impl PositionHistory {
                 if oldest_is_startpos {
                     break;
                 }
+                // A copy of the first position, whose repetition count is always 0.
                 write_board(planes, &oldest.board, us);
                 undo_double_push(planes, &oldest.board, us);
-                if oldest.repetitions > 0 {
-                    planes[12] = u64::MAX;
-                }
             }
         }
         let them = !us;
@@ -265,5 +263,180 @@ fn undo_double_push(planes: &mut [u64], board: &Board, us: Color) {
     let pawns = &mut planes[if pusher == us { 0 } else { 6 }];
     if *pawns & orient(pushed.bitboard().0) != 0 && board.piece_on(home).is_none() {
         *pawns ^= orient(pushed.bitboard().0 | home.bitboard().0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{for_each_legal_move, parse_uci_move};
+    use cozy_chess::BoardBuilder;
+    use proptest::prelude::*;
+
+    fn history(fen: Option<&str>, moves: &str) -> PositionHistory {
+        let board = fen.map_or_else(Board::default, |f| f.parse().unwrap());
+        let mut history = PositionHistory::new(board);
+        for text in moves.split_whitespace() {
+            history.push(parse_uci_move(history.current(), text, false).unwrap());
+        }
+        history
+    }
+
+    fn mask(squares: &[Square]) -> u64 {
+        squares.iter().fold(0, |m, s| m | s.bitboard().0)
+    }
+
+    #[test]
+    fn startpos_planes() {
+        let planes = history(None, "").planes();
+        let expected = [
+            (0, 0xff00),
+            (1, mask(&[Square::B1, Square::G1])),
+            (3, mask(&[Square::A1, Square::H1])),
+            (4, mask(&[Square::D1])),
+            (5, mask(&[Square::E1])),
+            (6, 0x00ff << 48),
+            (10, mask(&[Square::D8])),
+            (11, mask(&[Square::E8])),
+            (104, u64::MAX),
+            (105, u64::MAX),
+            (106, u64::MAX),
+            (107, u64::MAX),
+            (108, 0),
+            (111, u64::MAX),
+        ];
+        for (plane, value) in expected {
+            assert_eq!(planes.masks[plane], value, "plane {plane}");
+        }
+        assert!(
+            planes.masks[13..104].iter().all(|&m| m == 0),
+            "fen_only: no history after startpos"
+        );
+        assert_eq!(planes.rule50, 0);
+    }
+
+    #[test]
+    fn black_to_move_is_mirrored_and_history_fills_slots() {
+        let planes = history(None, "e2e4 e7e5 g1f3").planes();
+        // Slot 0, black to move: our (black) pawns mirrored onto ranks 2 and 4 (e5 → e4).
+        assert_eq!(
+            planes.masks[0],
+            (0xff00 & !mask(&[Square::E2])) | mask(&[Square::E4])
+        );
+        assert_eq!(
+            planes.masks[7],
+            mask(&[Square::B8, Square::F6]),
+            "their knights after g1f3"
+        );
+        assert_eq!(planes.masks[108], u64::MAX);
+        // Slot 3 is the start position seen from black; slots 4.. are empty.
+        assert_eq!(planes.masks[3 * 13], 0xff00);
+        assert_eq!(planes.masks[3 * 13 + 6], 0xff << 48);
+        assert!(planes.masks[4 * 13..104].iter().all(|&m| m == 0));
+        assert_eq!(planes.rule50, 1);
+    }
+
+    #[test]
+    fn fen_history_repeats_with_en_passant_undone() {
+        let fen = "rnbqkbnr/pppp1ppp/8/8/3pP3/8/PPP2PPP/RNBQKBNR b KQkq e3 0 3";
+        let planes = history(Some(fen), "").planes();
+        // Slot 0: their (white) pawn on e4 seen from black → e5; slots 1..7: back on e7 (mirrored e2).
+        assert_ne!(planes.masks[6] & mask(&[Square::E5]), 0);
+        for slot in 1..8 {
+            let theirs = planes.masks[slot * 13 + 6];
+            assert_eq!(theirs & mask(&[Square::E5]), 0, "slot {slot}");
+            assert_ne!(theirs & mask(&[Square::E7]), 0, "slot {slot}");
+            assert_eq!(
+                planes.masks[slot * 13],
+                planes.masks[0],
+                "slot {slot}: our pawns"
+            );
+        }
+        // Without an en-passant square, copies are identical.
+        let planes = history(Some("8/8/8/4k3/8/8/3K4/8 w - - 7 50"), "").planes();
+        for slot in 1..8 {
+            assert_eq!(planes.masks[slot * 13..slot * 13 + 13], planes.masks[..13]);
+        }
+        assert_eq!(planes.rule50, 7);
+        let mut floats = vec![0.0; INPUT_PLANES * 64];
+        planes.write_f32(&mut floats);
+        assert!(floats[RULE50_PLANE * 64..][..64].iter().all(|&v| v == 7.0));
+        assert_eq!(floats[5 * 64 + Square::D2 as usize], 1.0);
+        assert_eq!(floats[5 * 64 + Square::D3 as usize], 0.0);
+    }
+
+    #[test]
+    fn repetitions_are_counted_like_lc0() {
+        let mut h = history(None, "g1f3 g8f6 f3g1 f6g8");
+        assert_eq!(h.repetitions(), 1);
+        assert!(h.is_repetition());
+        assert_eq!(h.planes().masks[12], u64::MAX);
+        assert_eq!(h.planes().masks[13 + 12], 0);
+        for (text, count) in [("g1f3", 1), ("g8f6", 1), ("f3g1", 1), ("f6g8", 2)] {
+            h.push(parse_uci_move(h.current(), text, false).unwrap());
+            assert_eq!(h.repetitions(), count, "after {text}");
+        }
+        assert_eq!(h.len(), 9);
+        assert!(h.pop());
+        assert_eq!(h.repetitions(), 1);
+        h.truncate(0);
+        assert_eq!(h.len(), 1);
+        assert!(!h.pop());
+        // A pawn move in between breaks the chain.
+        let h = history(None, "g1f3 g8f6 f3g1 f6g8 e2e3 e7e6 g1f3 g8f6 f3g1 f6g8");
+        assert_eq!(h.repetitions(), 1);
+    }
+
+    /// The position with colours swapped and ranks mirrored (same game, other side).
+    fn mirror(board: &Board) -> Board {
+        let mut builder = BoardBuilder::empty();
+        for square in Square::ALL {
+            if let (Some(piece), Some(color)) = (board.piece_on(square), board.color_on(square)) {
+                *builder.square_mut(square.flip_rank()) = Some((piece, !color));
+            }
+        }
+        builder.side_to_move = !board.side_to_move();
+        for color in [Color::White, Color::Black] {
+            *builder.castle_rights_mut(!color) = *board.castle_rights(color);
+        }
+        builder.en_passant = board
+            .en_passant()
+            .map(|f| Square::new(f, Rank::Sixth.relative_to(!board.side_to_move())));
+        builder.halfmove_clock = board.halfmove_clock();
+        builder.build().unwrap()
+    }
+
+    fn random_board(seed: u64, plies: usize) -> Board {
+        let mut board = Board::default();
+        let mut state = seed | 1;
+        for _ in 0..plies {
+            let mut moves = Vec::new();
+            for_each_legal_move(&board, |mv| moves.push(mv));
+            if moves.is_empty() {
+                break;
+            }
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            board.play(moves[((state >> 33) % moves.len() as u64) as usize]);
+        }
+        board
+    }
+
+    proptest! {
+        #[test]
+        fn mirror_encodes_the_same(seed in any::<u64>(), plies in 1usize..100) {
+            let board = random_board(seed, plies);
+            let a = PositionHistory::new(board.clone()).planes();
+            let b = PositionHistory::new(mirror(&board)).planes();
+            for plane in 0..INPUT_PLANES {
+                if plane == BLACK_TO_MOVE_PLANE {
+                    prop_assert_eq!(a.masks[plane], !b.masks[plane]);
+                } else {
+                    prop_assert_eq!(a.masks[plane], b.masks[plane], "plane {}", plane);
+                }
+            }
+            prop_assert_eq!(a.rule50, b.rule50);
+        }
     }
 }

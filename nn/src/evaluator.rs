@@ -5,18 +5,19 @@
 //! libtorch is initialised. The child loads the network (or the heuristic), binds the socket,
 //! and reports one line on its stdout: `ready <description>` or `error <message>` (then exits
 //! non-zero). It exits when its parent dies: `PR_SET_PDEATHSIG` on Linux, and in any case when
-//! its stdin (a pipe from the parent) reaches end of file.
+//! its stdin (a pipe from the parent) reaches end of file; it removes its socket as it goes.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,7 +116,10 @@ impl EvaluatorConfig {
         push("--threads", self.threads.to_string().as_ref());
         push("--device", self.device.to_string().as_ref());
         push("--max-batch", self.max_batch.to_string().as_ref());
-        push("--policy-temperature", self.policy_temperature.to_string().as_ref());
+        push(
+            "--policy-temperature",
+            self.policy_temperature.to_string().as_ref(),
+        );
         push("--socket", self.socket.as_os_str());
         args
     }
@@ -322,7 +326,16 @@ pub fn main_from_args(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 /// Sets up and serves; returns only with an error message.
 fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Result<(), String> {
     let config = EvaluatorConfig::from_args(args)?;
-    watch_parent(config.socket.clone());
+    watch_parent(config.socket.clone())?;
+    // SAFETY: installs SIG_IGN, no handler code. A client that hangs up must surface as EPIPE
+    // on the write to it, never kill the evaluator.
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        )
+    }
+    .map_err(|e| format!("ignoring SIGPIPE: {e}"))?;
     let backend = load_backend(&config)?;
     let listener = UnixListener::bind(&config.socket)
         .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
@@ -346,35 +359,120 @@ fn load_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
     };
     tch::set_num_threads(config.threads as i32);
     tch::set_num_interop_threads(1);
-    let device = match config.device {
-        DeviceChoice::Cpu => tch::Device::Cpu,
-        DeviceChoice::Auto => tch::Device::cuda_if_available(),
-        DeviceChoice::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
-        DeviceChoice::Cuda => return Err("CUDA requested but libtorch has no CUDA device".into()),
-    };
-    let network = Network::load(weights, device, config.max_batch)
+    let device = torch_device(config.device)?;
+    let mut network = Network::load(weights, device)
         .map_err(|e| format!("loading {}: {e}", weights.display()))?;
+    network.set_max_batch(config.max_batch);
     Ok(Box::new(network))
 }
 
-/// Makes this process exit when its parent does: the kernel's parent-death signal on Linux,
-/// and a thread that waits for end of file on stdin (the parent's pipe) everywhere; that thread
-/// removes the socket file first.
-fn watch_parent(socket: PathBuf) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
-        tracing::warn!("evaluator: PR_SET_PDEATHSIG failed: {e}");
+/// The libtorch device for `choice` (initialises libtorch).
+pub(crate) fn torch_device(choice: DeviceChoice) -> Result<tch::Device, String> {
+    match choice {
+        DeviceChoice::Cpu => Ok(tch::Device::Cpu),
+        DeviceChoice::Auto => Ok(tch::Device::cuda_if_available()),
+        DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        DeviceChoice::Cuda => Err("CUDA requested but libtorch has no CUDA device".into()),
     }
+}
+
+/// Makes this process exit when its parent does: the parent-death signal (SIGTERM) on Linux,
+/// and a thread that waits for end of file on stdin (the parent's pipe) everywhere. Either way,
+/// and on any SIGTERM, the socket file and its directory (when empty) are removed first.
+fn watch_parent(socket: PathBuf) -> Result<(), String> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let file = CString::new(socket.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let dir = CString::new(
+        socket
+            .parent()
+            .unwrap_or(Path::new(""))
+            .as_os_str()
+            .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    // Only set here, before the handler is installed; the handler only reads.
+    let _ = CLEANUP.set((file, dir));
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigterm),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only calls async-signal-safe functions (unlink, rmdir, _exit).
+    unsafe { sigaction(Signal::SIGTERM, &action) }.map_err(|e| format!("SIGTERM handler: {e}"))?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     thread::Builder::new()
         .name("eval-parent-watch".into())
-        .spawn(move || {
+        .spawn(|| {
             let mut sink = [0u8; 64];
             let mut stdin = io::stdin().lock();
             while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-            let _ = std::fs::remove_file(&socket); // Best effort: the parent may have done it.
-            // SAFETY: _exit ends the process at once without running atexit handlers or static
-            // destructors, which could block on locks held by libtorch's threads.
-            unsafe { libc::_exit(0) }
+            cleanup_and_exit();
         })
-        .expect("spawning the parent watcher");
+        .map_err(|e| format!("parent watcher: {e}"))?;
+    Ok(())
+}
+
+/// The socket file and its directory, removed when the evaluator is told to go.
+static CLEANUP: OnceLock<(CString, CString)> = OnceLock::new();
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    cleanup_and_exit();
+}
+
+/// Removes the socket (and its directory if empty) and ends the process at once. Async-signal
+/// safe; `_exit` skips atexit handlers and static destructors, which could block on locks held
+/// by libtorch's threads.
+fn cleanup_and_exit() -> ! {
+    if let Some((file, dir)) = CLEANUP.get() {
+        // SAFETY: plain system calls on NUL-terminated paths; failures are irrelevant here.
+        unsafe {
+            libc::unlink(file.as_ptr());
+            libc::rmdir(dir.as_ptr());
+        }
+    }
+    // SAFETY: terminates the process immediately.
+    unsafe { libc::_exit(0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_args() {
+        let mut config = EvaluatorConfig::new(Some("/nets/a b.pb.gz".into()));
+        config.threads = 3;
+        config.device = DeviceChoice::Cpu;
+        config.max_batch = 64;
+        config.policy_temperature = 2.2;
+        assert_eq!(
+            EvaluatorConfig::from_args(config.to_args()),
+            Ok(config.clone())
+        );
+        config.weights = None;
+        config.device = DeviceChoice::Cuda;
+        assert_eq!(EvaluatorConfig::from_args(config.to_args()), Ok(config));
+    }
+
+    #[test]
+    fn bad_args_are_named() {
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        let err = |list: &[&str]| EvaluatorConfig::from_args(args(list)).unwrap_err();
+        assert!(err(&["--threads", "0", "--socket", "s"]).contains("--threads"));
+        assert!(err(&["--device", "tpu", "--socket", "s"]).contains("tpu"));
+        assert!(err(&["--policy-temperature", "-1", "--socket", "s"]).contains("temperature"));
+        assert!(err(&["--socket"]).contains("needs a value"));
+        assert!(err(&["--frobnicate", "1"]).contains("--frobnicate"));
+        assert!(err(&["--threads", "2"]).contains("--socket"));
+    }
+
+    #[test]
+    fn fresh_socket_paths_differ_and_fit_sun_path() {
+        let a = fresh_socket_path();
+        let b = fresh_socket_path();
+        assert_ne!(a, b);
+        assert!(a.as_os_str().len() < 100);
+    }
 }

@@ -48,7 +48,11 @@ impl Heuristic {
 impl Backend for Heuristic {
     fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) {
         out.clear();
-        out.extend(batch.iter().map(|input| evaluate(input.planes, input.moves)));
+        out.extend(
+            batch
+                .iter()
+                .map(|input| evaluate(input.planes, input.moves)),
+        );
     }
 
     fn max_batch(&self) -> usize {
@@ -86,7 +90,11 @@ fn wdl_from_value(v: f32) -> [f32; 3] {
 fn board_from_planes(planes: &InputPlanes) -> Option<Board> {
     let mut builder = BoardBuilder::empty();
     for (offset, &mask) in planes.masks[..12].iter().enumerate() {
-        let color = if offset < 6 { Color::White } else { Color::Black };
+        let color = if offset < 6 {
+            Color::White
+        } else {
+            Color::Black
+        };
         for square in BitBoard(mask) {
             builder.board[square as usize] = Some((Piece::ALL[offset % 6], color));
         }
@@ -153,7 +161,8 @@ impl<'a> View<'a> {
             }
         }
         let mobility = |attacks: BitBoard, own: BitBoard| (attacks & !own).len() as f32;
-        score += 0.03 * (mobility(self.our_attacks, self.ours) - mobility(self.their_attacks, self.theirs));
+        score += 0.03
+            * (mobility(self.our_attacks, self.ours) - mobility(self.their_attacks, self.theirs));
         if n_moves == 0 {
             return score;
         }
@@ -163,7 +172,11 @@ impl<'a> View<'a> {
             .map(|square| {
                 let victim = value_on(self.board, square);
                 let attacker = self.cheapest_attacker(square);
-                if self.their_attacks.has(square) { victim - attacker } else { victim }
+                if self.their_attacks.has(square) {
+                    victim - attacker
+                } else {
+                    victim
+                }
             })
             .fold(0.0f32, f32::max);
         score + 0.7 * best_gain
@@ -178,7 +191,10 @@ impl<'a> View<'a> {
             (Piece::Knight, get_knight_moves(square)),
             (Piece::Bishop, get_bishop_moves(square, occupied)),
             (Piece::Rook, get_rook_moves(square, occupied)),
-            (Piece::Queen, get_bishop_moves(square, occupied) | get_rook_moves(square, occupied)),
+            (
+                Piece::Queen,
+                get_bishop_moves(square, occupied) | get_rook_moves(square, occupied),
+            ),
             (Piece::King, get_king_moves(square)),
         ];
         by.into_iter()
@@ -261,11 +277,17 @@ impl<'a> View<'a> {
 /// A positional bonus in pawns for `piece` of `color` on `square`.
 fn placement(piece: Piece, color: Color, square: Square) -> f32 {
     let rank = square.rank() as i32;
-    let relative_rank = if color == Color::White { rank } else { 7 - rank };
+    let relative_rank = if color == Color::White {
+        rank
+    } else {
+        7 - rank
+    };
     let file = square.file() as i32;
     let centrality = 3.5 - ((file as f32 - 3.5).abs() + (rank as f32 - 3.5).abs()) / 2.0;
     match piece {
-        Piece::Pawn => 0.05 * (relative_rank - 1).max(0) as f32 * if relative_rank >= 5 { 2.0 } else { 1.0 },
+        Piece::Pawn => {
+            0.05 * (relative_rank - 1).max(0) as f32 * if relative_rank >= 5 { 2.0 } else { 1.0 }
+        }
         Piece::Knight | Piece::Bishop => 0.06 * centrality,
         Piece::Queen => 0.02 * centrality,
         Piece::Rook | Piece::King => 0.0,
@@ -299,7 +321,9 @@ fn pawn_attacks(board: &Board, color: Color) -> BitBoard {
     board
         .colored_pieces(color, Piece::Pawn)
         .into_iter()
-        .fold(BitBoard::EMPTY, |all, square| all | get_pawn_attacks(square, color))
+        .fold(BitBoard::EMPTY, |all, square| {
+            all | get_pawn_attacks(square, color)
+        })
 }
 
 #[cfg(test)]
@@ -311,7 +335,13 @@ pub(crate) mod tests {
     /// Slot-0 planes and castling planes of `board` in its side-to-move frame.
     pub(crate) fn planes(board: &Board) -> InputPlanes {
         let stm = board.side_to_move();
-        let frame = |bb: BitBoard| if stm == Color::Black { bb.flip_ranks() } else { bb };
+        let frame = |bb: BitBoard| {
+            if stm == Color::Black {
+                bb.flip_ranks()
+            } else {
+                bb
+            }
+        };
         let mut p = InputPlanes {
             masks: [0; INPUT_PLANES],
             rule50: board.halfmove_clock(),
@@ -338,12 +368,21 @@ pub(crate) mod tests {
         let indices: Vec<u16> = moves.iter().map(|m| m.1).collect();
         let planes = planes(&board);
         let mut out = Vec::new();
-        Heuristic::new(8).evaluate(&[EvalInput { planes: &planes, moves: &indices }], &mut out);
+        Heuristic::new(8).evaluate(
+            &[EvalInput {
+                planes: &planes,
+                moves: &indices,
+            }],
+            &mut out,
+        );
         (moves, out.pop().unwrap())
     }
 
     fn logit(moves: &[(String, u16)], eval: &RawEval, uci: &str) -> f32 {
-        let i = moves.iter().position(|m| m.0 == uci).unwrap_or_else(|| panic!("{uci}"));
+        let i = moves
+            .iter()
+            .position(|m| m.0 == uci)
+            .unwrap_or_else(|| panic!("{uci}"));
         eval.logits[i]
     }
 
@@ -399,7 +438,8 @@ pub(crate) mod tests {
     #[test]
     fn castling_and_black_to_move_use_the_frame() {
         // Black to move with castling rights: O-O (e8h8) is listed and liked.
-        let (moves, eval) = run("rnbqk2r/pppp1ppp/5n2/2b1p3/2B1P3/5N2/PPPP1PPP/RNBQK2R b KQkq - 4 4");
+        let (moves, eval) =
+            run("rnbqk2r/pppp1ppp/5n2/2b1p3/2B1P3/5N2/PPPP1PPP/RNBQK2R b KQkq - 4 4");
         assert!(logit(&moves, &eval, "e8h8") > logit(&moves, &eval, "e8f8"));
         assert!(q(&eval).abs() < 0.3);
     }
@@ -411,7 +451,13 @@ pub(crate) mod tests {
             rule50: 0,
         };
         let mut out = Vec::new();
-        Heuristic::new(1).evaluate(&[EvalInput { planes: &planes, moves: &[1, 2] }], &mut out);
+        Heuristic::new(1).evaluate(
+            &[EvalInput {
+                planes: &planes,
+                moves: &[1, 2],
+            }],
+            &mut out,
+        );
         assert_eq!(out[0].logits, vec![0.0, 0.0]);
         assert_eq!(q(&out[0]), 0.0);
     }

@@ -6,3 +6,15 @@
 
 pub mod backend;
 pub mod encode;
+pub mod network;
+pub mod policy;
+pub mod priors;
+pub mod weights;
+
+pub mod cache;
+pub mod client;
+pub mod evalbench;
+pub mod evaluator;
+pub mod heuristic;
+pub mod protocol;
+pub mod server;

@@ -85,7 +85,11 @@ impl Tables {
         for from in 0..64u8 {
             for to in (0..64u8).filter(|&to| to != from && is_queen_like_or_knight(from, to)) {
                 plain[from as usize][to as usize] = entries.len() as u16;
-                entries.push(Entry { from, to, promotion: None });
+                entries.push(Entry {
+                    from,
+                    to,
+                    promotion: None,
+                });
             }
         }
         let mut promotion = [[[NONE; 3]; 8]; 8];
@@ -101,13 +105,22 @@ impl Tables {
                 }
             }
         }
-        assert_eq!(entries.len(), POLICY_SIZE, "policy table generation is broken");
+        assert_eq!(
+            entries.len(),
+            POLICY_SIZE,
+            "policy table generation is broken"
+        );
         let mut conv_map = vec![-1i16; CONV_POLICY_PLANES * 64];
         for (index, entry) in entries.iter().enumerate() {
             let plane = conv_plane(*entry);
             conv_map[plane * 64 + entry.from as usize] = index as i16;
         }
-        Tables { entries, plain, promotion, conv_map }
+        Tables {
+            entries,
+            plain,
+            promotion,
+            conv_map,
+        }
     }
 }
 
@@ -129,7 +142,10 @@ fn conv_plane(entry: Entry) -> usize {
     }
     let distance = df.abs().max(dr.abs());
     let direction = (df.signum(), dr.signum());
-    let dir = QUEEN_DIRECTIONS.iter().position(|&d| d == direction).expect("queen-like move");
+    let dir = QUEEN_DIRECTIONS
+        .iter()
+        .position(|&d| d == direction)
+        .expect("queen-like move");
     7 * dir + (distance as usize - 1)
 }
 
@@ -149,7 +165,10 @@ pub fn move_index(mv: Move, stm: Color) -> u16 {
     let to = to_frame(mv.to, stm);
     let index = match mv.promotion {
         Some(piece @ (Piece::Queen | Piece::Rook | Piece::Bishop)) => {
-            let k = PROMOTION_PIECES.iter().position(|&p| p == piece).unwrap_or(0);
+            let k = PROMOTION_PIECES
+                .iter()
+                .position(|&p| p == piece)
+                .unwrap_or(0);
             tables.promotion[(from % 8) as usize][(to % 8) as usize][k]
         }
         _ => tables.plain[from as usize][to as usize],
@@ -174,7 +193,11 @@ pub fn index_move(index: u16, board: &Board) -> Option<Move> {
         None if pawn_reaches_last_rank => Some(Piece::Knight),
         None => None,
     };
-    let mv = Move { from, to, promotion };
+    let mv = Move {
+        from,
+        to,
+        promotion,
+    };
     board.is_legal(mv).then_some(mv)
 }
 
@@ -218,7 +241,11 @@ fn is_castle(board: &Board, mv: Move) -> bool {
 /// king takes rook (e1h1) under `UCI_Chess960`.
 pub fn uci_move(board: &Board, mv: Move, chess960: bool) -> String {
     if !chess960 && is_castle(board, mv) {
-        let file = if mv.to.file() > mv.from.file() { File::G } else { File::C };
+        let file = if mv.to.file() > mv.from.file() {
+            File::G
+        } else {
+            File::C
+        };
         let to = Square::new(file, mv.from.rank());
         return Move { to, ..mv }.to_string();
     }
@@ -247,7 +274,10 @@ pub fn parse_uci_move(board: &Board, text: &str, chess960: bool) -> Option<Move>
         File::C => rights.long,
         _ => None,
     }?;
-    let castle = Move { to: Square::new(rook_file, back_rank), ..mv };
+    let castle = Move {
+        to: Square::new(rook_file, back_rank),
+        ..mv
+    };
     board.is_legal(castle).then_some(castle)
 }
 
@@ -287,7 +317,8 @@ mod tests {
 
     #[test]
     fn black_moves_are_mirrored() {
-        let cases = [("e7e5", 322), ("b8c6", 36), ("a2a1q", 1792), ("h2h1", 1791)];
+        assert_eq!(index_uci(1597).as_deref(), Some("h7h8"));
+        let cases = [("e7e5", 322), ("b8c6", 36), ("a2a1q", 1792), ("h2h1", 1597)];
         for (text, index) in cases {
             let mv: Move = text.parse().unwrap();
             let mirrored = Move {
@@ -304,7 +335,10 @@ mod tests {
     fn knight_promotion_uses_plain_entry() {
         let plain: Move = "a7b8".parse().unwrap();
         let knight: Move = "a7b8n".parse().unwrap();
-        assert_eq!(move_index(knight, Color::White), move_index(plain, Color::White));
+        assert_eq!(
+            move_index(knight, Color::White),
+            move_index(plain, Color::White)
+        );
         let board: Board = "1r5k/P7/8/8/8/8/8/K7 w - - 0 1".parse().unwrap();
         let index = move_index(knight, Color::White);
         assert_eq!(index_move(index, &board), Some(knight));
@@ -319,11 +353,18 @@ mod tests {
             seen[index as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n == 1));
-        assert!(map[73 * 64..].iter().all(|&i| i == -1), "planes 73.. are unused");
+        assert!(
+            map[73 * 64..].iter().all(|&i| i == -1),
+            "planes 73.. are unused"
+        );
         // e2e4 = N, distance 2 → plane 1 at e2; b1c3 = knight (+1,+2) → plane 56 at b1;
         // a7a8q straight, queen → plane 69 at a7; a7b8r → plane 70.
         for (plane, square, index) in [(1, 12, 322), (56, 1, 36), (69, 48, 1792), (70, 48, 1796)] {
-            assert_eq!(map[plane * 64 + square], index, "plane {plane} square {square}");
+            assert_eq!(
+                map[plane * 64 + square],
+                index,
+                "plane {plane} square {square}"
+            );
         }
         let gather = conv_policy_gather();
         for (index, &position) in gather.iter().enumerate() {
@@ -351,7 +392,10 @@ mod tests {
         let board: Board = "r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 0 1".parse().unwrap();
         let mv = parse_uci_move(&board, "e8g8", false).unwrap();
         assert_eq!(mv.to, Square::H8);
-        assert_eq!(move_index(mv, Color::Black), move_index("e1h1".parse().unwrap(), Color::White));
+        assert_eq!(
+            move_index(mv, Color::Black),
+            move_index("e1h1".parse().unwrap(), Color::White)
+        );
     }
 
     /// Plays a random game of up to `plies` moves from the start, choosing by `seed`.

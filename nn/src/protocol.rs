@@ -192,7 +192,10 @@ pub fn encode_request(batch: &[EvalInput<'_>], buf: &mut Vec<u8>) {
     buf.clear();
     buf.resize(HEADER_LEN, 0);
     for input in batch {
-        assert!(input.moves.len() <= MAX_MOVES, "too many moves in one position");
+        assert!(
+            input.moves.len() <= MAX_MOVES,
+            "too many moves in one position"
+        );
         let present = input
             .planes
             .masks
@@ -462,10 +465,22 @@ mod tests {
             buf[at..at + bytes.len()].copy_from_slice(bytes);
             split(&buf).map(|_| ())
         };
-        assert_eq!(patch(0, b"XXXX"), Err(ProtocolError::BadMagic(u32::from_le_bytes(*b"XXXX"))));
-        assert_eq!(patch(4, &7u16.to_le_bytes()), Err(ProtocolError::BadVersion(7)));
-        assert_eq!(patch(6, &9u16.to_le_bytes()), Err(ProtocolError::BadKind(9)));
-        assert_eq!(patch(8, &0u32.to_le_bytes()), Err(ProtocolError::BadCount(0)));
+        assert_eq!(
+            patch(0, b"XXXX"),
+            Err(ProtocolError::BadMagic(u32::from_le_bytes(*b"XXXX")))
+        );
+        assert_eq!(
+            patch(4, &7u16.to_le_bytes()),
+            Err(ProtocolError::BadVersion(7))
+        );
+        assert_eq!(
+            patch(6, &9u16.to_le_bytes()),
+            Err(ProtocolError::BadKind(9))
+        );
+        assert_eq!(
+            patch(8, &0u32.to_le_bytes()),
+            Err(ProtocolError::BadCount(0))
+        );
         assert_eq!(
             patch(8, &(MAX_POSITIONS + 1).to_le_bytes()),
             Err(ProtocolError::BadCount(MAX_POSITIONS + 1))
@@ -490,20 +505,35 @@ mod tests {
         );
         let mut longer = body.to_vec();
         longer.push(0);
-        assert_eq!(batch.decode(header.count, &longer), Err(ProtocolError::TrailingBytes(1)));
-        assert_eq!(batch.decode(header.count + 1, body), Err(ProtocolError::Truncated));
+        assert_eq!(
+            batch.decode(header.count, &longer),
+            Err(ProtocolError::TrailingBytes(1))
+        );
+        assert_eq!(
+            batch.decode(header.count + 1, body),
+            Err(ProtocolError::Truncated)
+        );
 
         // Position 0 starts at body[0]: bitmap (16), rule50 (1), n_moves (2).
         let mut bad = body.to_vec();
         bad[15] = 0x80; // Plane 127.
-        assert_eq!(batch.decode(header.count, &bad), Err(ProtocolError::BadPlaneBits));
+        assert_eq!(
+            batch.decode(header.count, &bad),
+            Err(ProtocolError::BadPlaneBits)
+        );
         let mut bad = body.to_vec();
         bad[17..19].copy_from_slice(&219u16.to_le_bytes());
-        assert_eq!(batch.decode(header.count, &bad), Err(ProtocolError::TooManyMoves(219)));
+        assert_eq!(
+            batch.decode(header.count, &bad),
+            Err(ProtocolError::TooManyMoves(219))
+        );
         // encode_request does not check indices; the evaluator must.
         let bad = request(&[(planes(0), vec![POLICY_SIZE])]);
         let (header, body) = split(&bad).unwrap();
-        assert_eq!(batch.decode(header.count, body), Err(ProtocolError::BadMoveIndex(POLICY_SIZE)));
+        assert_eq!(
+            batch.decode(header.count, body),
+            Err(ProtocolError::BadMoveIndex(POLICY_SIZE))
+        );
     }
 
     #[test]
@@ -516,9 +546,14 @@ mod tests {
         assert_eq!(header.len as usize, body.len());
         assert!(matches!(
             read_message(&mut &buf[..], Kind::Response, &mut body),
-            Err(ReadError::Protocol(ProtocolError::UnexpectedKind(Kind::Request)))
+            Err(ReadError::Protocol(ProtocolError::UnexpectedKind(
+                Kind::Request
+            )))
         ));
-        assert!(matches!(read_message(&mut &[][..], Kind::Request, &mut body), Ok(None)));
+        assert!(matches!(
+            read_message(&mut &[][..], Kind::Request, &mut body),
+            Ok(None)
+        ));
         assert!(matches!(
             read_message(&mut &buf[..5], Kind::Request, &mut body),
             Err(ReadError::Io(_))

@@ -119,6 +119,11 @@ impl Arena {
         Ok(arena)
     }
 
+    /// [`Arena::create`] sized by the UCI `Hash` option, in MiB.
+    pub fn create_hash_mb(hash_mb: u64, workers: u32) -> Result<Arena, TreeError> {
+        Arena::create(hash_mb.saturating_mul(1 << 20), workers)
+    }
+
     /// Maps an arena created by another process from an inherited descriptor (for example one
     /// passed to a re-executed child, or `/proc/<pid>/fd/N` opened by path).
     pub fn open_fd(fd: OwnedFd) -> Result<Arena, TreeError> {
@@ -316,6 +321,14 @@ mod tests {
         assert_eq!(a.root(), b.root());
         a.node(a.root()).wl.store(42, Ordering::Relaxed);
         assert_eq!(b.node(b.root()).wl.load(Ordering::Relaxed), 42);
+    }
+
+    #[test]
+    fn the_descriptor_survives_exec() {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        let a = Arena::create(1 << 20, 1).unwrap();
+        let flags = FdFlag::from_bits_truncate(fcntl(a.fd(), FcntlArg::F_GETFD).unwrap());
+        assert!(!flags.contains(FdFlag::FD_CLOEXEC));
     }
 
     #[test]

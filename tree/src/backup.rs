@@ -22,5 +22,9 @@ pub(crate) fn lift(node: &Node) {
 /// the side to move at the leaf. Nodes store values from the view of the side that moved into
 /// them, so the leaf gets `-wl`, its parent `+wl`, and so on.
 pub(crate) fn wl_at(wl: i64, depth: usize, i: usize) -> i64 {
-    if (depth - 1 - i) % 2 == 0 { -wl } else { wl }
+    if (depth - 1 - i).is_multiple_of(2) {
+        -wl
+    } else {
+        wl
+    }
 }

@@ -17,6 +17,25 @@
 //!
 //! Between searches the coordinator re-roots the tree with [`Arena::reroot`], which copies the
 //! kept subtree into the other half of the region and so reclaims everything else.
+//!
+//! # Packed layouts
+//! - Node: 32 bytes (checked at compile time): a count word (visits u32 | in-flight u16 |
+//!   prior u15), W−L and D sums (i64, fixed point 2^-20), the child-array word index (or a
+//!   terminal's exact value), the move (u16) and a state word (expansion state, proven result,
+//!   mate plies or the claiming worker).
+//! - Child slot: 4 bytes, either an edge (move u16 + prior u15) or, once the child is first
+//!   selected, the child's node index (tag bit 31). A child array is a count word plus one slot
+//!   per legal move, sorted by prior; only selected children get a node.
+//! - Allocation: workers take 1024-block (32 KiB) chunks with one CAS and carve nodes from the
+//!   front and child arrays from the back. Half of the arena holds the tree; the other half is
+//!   the target of the re-root copy.
+//!
+//! # Crashes
+//! Each worker keeps a journal of its outstanding descents in its arena slot.
+//! [`Arena::recover_worker`] removes a dead worker's in-flight counts and claims and finishes
+//! its half-done backup while the others search on; [`Arena::repair`] (search stopped) mends
+//! the at most one node a kill at an unlucky instant leaves off by one. [`Arena::check`] is
+//! the consistency checker.
 
 mod alloc;
 mod arena;

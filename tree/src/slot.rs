@@ -5,6 +5,11 @@
 //! OR `NODE_TAG | node index` once the child has a node of its own, which then stores the move
 //! and prior itself. A slot only ever changes once, edge → node, by compare-and-swap.
 
+use std::sync::atomic::Ordering;
+
+use crate::arena::Arena;
+use crate::node::{EXPANDED, expansion};
+
 /// The most moves one child array holds.
 pub const MAX_MOVES: usize = 4096;
 
@@ -45,28 +50,6 @@ pub(crate) fn node(index: u32) -> u32 {
     NODE_TAG | index
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_round_trip() {
-        assert_eq!(
-            Slot::decode(edge(0xFFFF, 0x7FFF)),
-            Slot::Edge {
-                mv: 0xFFFF,
-                prior: 0x7FFF
-            }
-        );
-        assert_eq!(Slot::decode(node(12345)), Slot::Node(12345));
-    }
-}
-
-use std::sync::atomic::Ordering;
-
-use crate::arena::Arena;
-use crate::node::{EXPANDED, expansion};
-
 impl Arena {
     /// The child array of node `index` as (word index of the first slot, slot count), or `None`
     /// unless the node is expanded.
@@ -89,5 +72,22 @@ impl Arena {
         // Acquire: a slot holding a node index was published by a release CAS after the
         // child node was initialised.
         (first..first + count).map(|w| Slot::decode(self.word(w).load(Ordering::Acquire)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip() {
+        assert_eq!(
+            Slot::decode(edge(0xFFFF, 0x7FFF)),
+            Slot::Edge {
+                mv: 0xFFFF,
+                prior: 0x7FFF
+            }
+        );
+        assert_eq!(Slot::decode(node(12345)), Slot::Node(12345));
     }
 }

@@ -108,9 +108,7 @@ impl Arena {
     /// otherwise the most visited child not proven lost (ties by Q), otherwise the proven loss
     /// that lasts longest.
     pub fn best_child(&self, index: u32) -> Option<ChildStats> {
-        self.children(index)
-            .into_iter()
-            .max_by(|a, b| choice_rank(a, b))
+        self.children(index).into_iter().max_by(choice_rank)
     }
 
     /// The principal variation from node `index`: best children while they have visits.

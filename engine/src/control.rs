@@ -1,0 +1,161 @@
+//! The search's shared control block: one small shared-memory page through which the
+//! coordinator steers the worker processes (search number, stop, playout budget) and reads
+//! their progress. Atomics only; no locks across processes.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use memmap2::MmapMut;
+
+/// Most worker processes a search can have.
+pub const MAX_WORKERS: usize = 256;
+
+const MAGIC: u64 = 0x4241_4e59_4354_4c31; // "BANYCTL1"
+
+/// What one worker reports.
+#[repr(C)]
+pub struct WorkerStatus {
+    /// The search number this worker has finished (stopped and idle).
+    pub done: AtomicU32,
+    /// Nonzero when the worker could not reach the evaluator in its last search.
+    pub eval_error: AtomicU32,
+}
+
+/// The block's layout in shared memory.
+#[repr(C)]
+pub struct ControlBlock {
+    magic: u64,
+    /// Number of the search in progress (or last run).
+    pub search: AtomicU32,
+    /// Nonzero: workers finish what is in flight and go idle.
+    pub stop: AtomicU32,
+    /// Playouts this search may start (`go nodes`); `u64::MAX` when unlimited.
+    pub budget: AtomicU64,
+    /// Playouts started (claimed against the budget) and not given back.
+    pub claimed: AtomicU64,
+    /// Playouts backed up.
+    pub done: AtomicU64,
+    /// Sum of the depths of backed-up playouts, for the average depth.
+    pub depth_sum: AtomicU64,
+    /// Deepest playout so far.
+    pub seldepth: AtomicU32,
+    /// Leaves answered by the shared evaluation cache and by the evaluator.
+    pub cache_hits: AtomicU64,
+    pub evaluated: AtomicU64,
+    pub workers: [WorkerStatus; MAX_WORKERS],
+}
+
+const _: () = assert!(std::mem::size_of::<ControlBlock>() <= 4096);
+
+/// A mapping of the control block, in the coordinator or in a worker.
+pub struct Control {
+    map: MmapMut,
+    file: File,
+}
+
+impl Control {
+    /// Creates a fresh block in a memfd that children inherit.
+    pub fn create() -> std::io::Result<Control> {
+        let fd = crate::shm::memfd(c"banyan-control", 4096)?;
+        let control = Control::map(fd)?;
+        // SAFETY: the block is freshly zeroed memory of sufficient size, owned by us.
+        unsafe { (control.map.as_ptr() as *mut u64).write(MAGIC) };
+        Ok(control)
+    }
+
+    /// Maps a block created by [`Control::create`] in another process.
+    pub fn open(fd: OwnedFd) -> std::io::Result<Control> {
+        let control = Control::map(fd)?;
+        if control.block().magic != MAGIC {
+            return Err(std::io::Error::other("not a banyan control block"));
+        }
+        Ok(control)
+    }
+
+    fn map(fd: OwnedFd) -> std::io::Result<Control> {
+        let file = File::from(fd);
+        // SAFETY: the memfd is never truncated while mapped.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        if map.len() < std::mem::size_of::<ControlBlock>() {
+            return Err(std::io::Error::other("control block too small"));
+        }
+        Ok(Control { map, file })
+    }
+
+    /// The fd to hand to a spawned worker.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// The shared block.
+    pub fn block(&self) -> &ControlBlock {
+        // SAFETY: the mapping is page-aligned, large enough, and only ever accessed through
+        // atomics (plus the magic, written once before any other process maps it).
+        unsafe { &*(self.map.as_ptr() as *const ControlBlock) }
+    }
+}
+
+impl ControlBlock {
+    /// Resets the counters for search number `search`, with a playout budget.
+    pub fn begin(&self, search: u32, budget: u64) {
+        for counter in [
+            &self.claimed,
+            &self.done,
+            &self.depth_sum,
+            &self.cache_hits,
+            &self.evaluated,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.seldepth.store(0, Ordering::Relaxed);
+        self.budget.store(budget, Ordering::Relaxed);
+        self.stop.store(0, Ordering::Relaxed);
+        // Release: a worker that sees the new search number sees the reset counters too.
+        self.search.store(search, Ordering::Release);
+    }
+
+    /// Claims one playout against the budget; false when the budget is spent.
+    pub fn claim(&self) -> bool {
+        // Relaxed: the counter alone decides; no other memory is published through it.
+        let before = self.claimed.fetch_add(1, Ordering::Relaxed);
+        if before >= self.budget.load(Ordering::Relaxed) {
+            self.claimed.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a claimed playout that did not happen (a collision, a lost evaluator).
+    pub fn unclaim(&self) {
+        self.claimed.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records a finished playout of `depth` plies.
+    pub fn record(&self, depth: u32) {
+        // Relaxed: statistics, read approximately while the search runs and exactly after
+        // every worker has reported done (which is a Release/Acquire pair).
+        self.done.fetch_add(1, Ordering::Relaxed);
+        self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
+        self.seldepth.fetch_max(depth, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        // Relaxed: a late-seen stop only costs one more minibatch.
+        self.stop.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(1, Ordering::Relaxed);
+    }
+
+    /// Marks worker `id` idle after search `search`.
+    pub fn report_done(&self, id: usize, search: u32) {
+        // Release: the coordinator that sees it done sees all of this worker's tree writes.
+        self.workers[id].done.store(search, Ordering::Release);
+    }
+
+    pub fn is_done(&self, id: usize, search: u32) -> bool {
+        self.workers[id].done.load(Ordering::Acquire) == search
+    }
+}

@@ -1,0 +1,577 @@
+//! The coordinator: owns the shared memory, starts the evaluator and the worker processes,
+//! runs each search (limits, info, best move) and keeps the tree between moves.
+//!
+//! Child processes are started only from the thread that owns the [`Engine`] (the engine's
+//! main thread): Linux ties a child's parent-death signal to the thread that forked it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use banyan_nn::cache::EvalCache;
+use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess};
+use banyan_tree::Arena;
+use cozy_chess::Move;
+
+use crate::control::{Control, MAX_WORKERS};
+use crate::limits::{Limits, Progress, StopReason, should_stop};
+use crate::moves::{self, GamePosition};
+use crate::order::{Order, SearchOrder};
+use crate::process::{ProcessMode, SharedFds, WorkerChild};
+use crate::report::{self, Event};
+
+/// Everything the GUI can set that the search machinery depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineConfig {
+    /// Worker processes.
+    pub threads: u32,
+    /// Tree arena size, MB.
+    pub hash_mb: u64,
+    /// An Lc0 network; `None` is the heuristic evaluator.
+    pub weights: Option<PathBuf>,
+    pub device: DeviceChoice,
+    /// libtorch CPU threads in the evaluator (0: one per core).
+    pub eval_threads: usize,
+    pub minibatch: usize,
+    /// Shared evaluation cache, MB (0: none).
+    pub nncache_mb: usize,
+    pub policy_temperature: f32,
+    pub cpuct: f32,
+    pub mode: ProcessMode,
+    /// Principal variations to report.
+    pub multipv: usize,
+    /// Report per-move statistics at the end of a search.
+    pub verbose_move_stats: bool,
+    /// Kept back from every clock-based time budget.
+    pub move_overhead: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            threads: 2,
+            hash_mb: 256,
+            weights: None,
+            device: DeviceChoice::Auto,
+            eval_threads: 0,
+            minibatch: 32,
+            nncache_mb: 64,
+            policy_temperature: 1.359,
+            cpuct: 1.745,
+            mode: ProcessMode::platform_default(),
+            multipv: 1,
+            verbose_move_stats: false,
+            move_overhead: Duration::from_millis(100),
+        }
+    }
+}
+
+impl EngineConfig {
+    fn evaluator_config(&self) -> EvaluatorConfig {
+        let mut c = EvaluatorConfig::new(self.weights.clone());
+        c.device = self.device;
+        c.threads = match self.eval_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        c.policy_temperature = self.policy_temperature;
+        c.max_batch = (self.minibatch * self.threads as usize * 2).clamp(32, 1024);
+        c
+    }
+
+    fn same_evaluator(&self, other: &EngineConfig) -> bool {
+        (
+            &self.weights,
+            self.device,
+            self.eval_threads,
+            self.policy_temperature.to_bits(),
+        ) == (
+            &other.weights,
+            other.device,
+            other.eval_threads,
+            other.policy_temperature.to_bits(),
+        )
+    }
+
+    fn same_pool(&self, other: &EngineConfig) -> bool {
+        (self.threads, self.hash_mb, self.nncache_mb, self.mode)
+            == (other.threads, other.hash_mb, other.nncache_mb, other.mode)
+    }
+}
+
+/// What one `go` asks for, beyond the position.
+#[derive(Clone, Debug, Default)]
+pub struct GoRequest {
+    pub limits: Limits,
+    /// Root moves to consider (`searchmoves`); empty: all.
+    pub searchmoves: Vec<Move>,
+}
+
+/// The worker processes and the shared memory they grow the tree in.
+struct Pool {
+    arena: Arena,
+    control: Control,
+    cache: Option<Arc<EvalCache>>,
+    workers: Vec<WorkerChild>,
+}
+
+impl Pool {
+    fn start(config: &EngineConfig, exe: &Path) -> std::io::Result<Pool> {
+        let threads = config
+            .threads
+            .clamp(1, MAX_WORKERS.min(banyan_tree::MAX_WORKERS as usize) as u32);
+        let arena = Arena::create(config.hash_mb << 20, threads).map_err(std::io::Error::other)?;
+        let control = Control::create()?;
+        let cache = match config.nncache_mb {
+            0 => None,
+            mb => Some(Arc::new(EvalCache::create(mb)?)),
+        };
+        let mut pool = Pool {
+            arena,
+            control,
+            cache,
+            workers: Vec::new(),
+        };
+        for id in 0..threads {
+            let worker = pool.start_worker(config.mode, exe, id)?;
+            pool.workers.push(worker);
+        }
+        Ok(pool)
+    }
+
+    fn start_worker(&self, mode: ProcessMode, exe: &Path, id: u32) -> std::io::Result<WorkerChild> {
+        let fds = SharedFds {
+            arena: self.arena.fd(),
+            control: self.control.fd(),
+            cache: self.cache.as_ref().map(|c| c.fd()),
+        };
+        WorkerChild::start(mode, exe, id, &fds)
+    }
+
+    /// Replaces dead workers, first removing their in-flight counts from the tree.
+    fn heal(&mut self, mode: ProcessMode, exe: &Path) -> std::io::Result<()> {
+        for id in 0..self.workers.len() {
+            if !self.workers[id].is_alive() {
+                let removed = self.arena.recover_worker(id as u32);
+                self.arena.repair();
+                tracing::warn!(
+                    "worker {id} had died; removed {removed} in-flight descents, restarting it"
+                );
+                self.workers[id] = self.start_worker(mode, exe, id as u32)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A search running on its own thread.
+struct Running {
+    thread: JoinHandle<Pool>,
+    stop: Arc<AtomicBool>,
+    ponderhit: Arc<AtomicBool>,
+}
+
+/// The engine: configuration, child processes, and the search in progress.
+pub struct Engine {
+    exe: PathBuf,
+    config: EngineConfig,
+    evaluator: Option<EvaluatorProcess>,
+    pool: Option<Pool>,
+    running: Option<Running>,
+    /// The last searched position, while the tree still holds its search.
+    last: Option<GamePosition>,
+    searches: u32,
+}
+
+impl Engine {
+    /// An engine whose child processes re-execute `exe` (the `banyan` binary) when spawned.
+    /// Nothing starts until [`Engine::ready`] or the first search.
+    pub fn new(exe: PathBuf) -> Engine {
+        Engine {
+            exe,
+            config: EngineConfig::default(),
+            evaluator: None,
+            pool: None,
+            running: None,
+            last: None,
+            searches: 0,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Applies a new configuration between searches. A new network is loaded at once; if it
+    /// fails, the error is returned and the previous evaluator (and its settings) stay.
+    pub fn configure(&mut self, mut config: EngineConfig) -> Result<(), String> {
+        self.wait();
+        let mut result = Ok(());
+        if !config.same_evaluator(&self.config) && self.evaluator.is_some() {
+            match evaluator::spawn(&self.exe, &config.evaluator_config()) {
+                Ok(process) => {
+                    self.evaluator = Some(process);
+                    if let Some(cache) = self.pool.as_ref().and_then(|p| p.cache.as_ref()) {
+                        cache.clear(); // its priors came from the previous network
+                    }
+                    self.forget_tree();
+                }
+                Err(e) => {
+                    result = Err(e.to_string());
+                    config.weights = self.config.weights.clone();
+                    config.device = self.config.device;
+                    config.eval_threads = self.config.eval_threads;
+                    config.policy_temperature = self.config.policy_temperature;
+                }
+            }
+        }
+        if !config.same_pool(&self.config) {
+            self.pool = None;
+            self.last = None;
+        }
+        self.config = config;
+        result
+    }
+
+    /// Starts (or restarts) whatever is not running: the evaluator, then the workers.
+    pub fn ready(&mut self) -> Result<(), String> {
+        self.wait();
+        if !self.evaluator.as_mut().is_some_and(|e| e.is_alive()) {
+            if self.evaluator.take().is_some() {
+                tracing::warn!("the evaluator had died; restarting it");
+            }
+            let process = evaluator::spawn(&self.exe, &self.config.evaluator_config())
+                .map_err(|e| e.to_string())?;
+            self.evaluator = Some(process);
+        }
+        match &mut self.pool {
+            Some(pool) => pool
+                .heal(self.config.mode, &self.exe)
+                .map_err(|e| format!("restarting a worker: {e}"))?,
+            None => {
+                self.pool = Some(
+                    Pool::start(&self.config, &self.exe)
+                        .map_err(|e| format!("starting workers: {e}"))?,
+                )
+            }
+        }
+        Ok(())
+    }
+
+    /// A description of the evaluator in use.
+    pub fn evaluator_description(&self) -> Option<&str> {
+        self.evaluator.as_ref().map(|e| e.description())
+    }
+
+    /// Forgets the tree (a new game).
+    pub fn new_game(&mut self) {
+        self.wait();
+        self.forget_tree();
+    }
+
+    fn forget_tree(&mut self) {
+        self.last = None;
+        if let Some(pool) = &self.pool {
+            pool.arena.reset();
+        }
+    }
+
+    /// Starts searching `position`; `events` receives the info lines and then exactly one
+    /// best move (also when something fails).
+    pub fn go(
+        &mut self,
+        position: GamePosition,
+        request: GoRequest,
+        mut events: Box<dyn FnMut(Event) + Send>,
+    ) {
+        self.wait();
+        let board = position.history().current().clone();
+        let mut legal = Vec::new();
+        board.generate_moves(|m| {
+            legal.extend(m);
+            false
+        });
+        let searchmoves: Vec<Move> = request
+            .searchmoves
+            .iter()
+            .copied()
+            .filter(|m| legal.contains(m))
+            .collect();
+        if legal.is_empty() {
+            events(Event::BestMove {
+                best: None,
+                ponder: None,
+            });
+            return;
+        }
+        if let Err(e) = self.ready() {
+            events(Event::Error(e));
+            events(Event::BestMove {
+                best: Some(legal[0]),
+                ponder: None,
+            });
+            return;
+        }
+        let pool = self.pool.take().expect("ready");
+        let restricted = !searchmoves.is_empty();
+        let continuation = self
+            .last
+            .as_ref()
+            .and_then(|last| last.continuation(&position));
+        let kept = match continuation {
+            Some(more) if !restricted => pool
+                .arena
+                .reroot(&more.iter().map(|&m| moves::encode(m)).collect::<Vec<_>>()),
+            _ => {
+                pool.arena.reset();
+                false
+            }
+        };
+        tracing::debug!("tree {}", if kept { "reused" } else { "fresh" });
+        self.last = (!restricted).then(|| position.clone());
+        self.searches = self.searches.wrapping_add(1).max(1);
+        let budget = request.limits.nodes.unwrap_or(u64::MAX);
+        pool.control.block().begin(self.searches, budget);
+        let order = Order::Search(SearchOrder {
+            search: self.searches,
+            minibatch: self.config.minibatch,
+            cpuct: self.config.cpuct,
+            socket: self
+                .evaluator
+                .as_ref()
+                .expect("ready")
+                .socket()
+                .to_path_buf(),
+            start_fen: position.start_fen.clone(),
+            moves: position.moves.iter().map(|&m| moves::encode(m)).collect(),
+            searchmoves: searchmoves.iter().map(|&m| moves::encode(m)).collect(),
+        });
+        let mut pool = pool;
+        for worker in &mut pool.workers {
+            if let Err(e) = order.write(&mut worker.orders) {
+                tracing::warn!("sending an order to worker {}: {e}", worker.pid);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let ponderhit = Arc::new(AtomicBool::new(false));
+        let monitor = Monitor {
+            pool,
+            search: self.searches,
+            limits: request.limits,
+            root_moves: if restricted {
+                searchmoves.len()
+            } else {
+                legal.len()
+            },
+            board,
+            config: self.config.clone(),
+            stop: stop.clone(),
+            ponderhit: ponderhit.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("search".into())
+            .spawn(move || monitor.run(&mut *events))
+            .expect("start the search thread");
+        self.running = Some(Running {
+            thread,
+            stop,
+            ponderhit,
+        });
+    }
+
+    /// Asks the running search to stop; its best move follows promptly.
+    pub fn stop(&self) {
+        if let Some(r) = &self.running {
+            r.stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The opponent played the move we pondered on: the search goes on under its limits.
+    pub fn ponderhit(&self) {
+        if let Some(r) = &self.running {
+            r.ponderhit.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a search is running.
+    pub fn is_searching(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| !r.thread.is_finished())
+    }
+
+    /// Waits for the running search (if any) to end by itself or by `stop`.
+    pub fn wait(&mut self) {
+        if let Some(running) = self.running.take() {
+            match running.thread.join() {
+                Ok(pool) => self.pool = Some(pool),
+                Err(_) => {
+                    tracing::error!("the search thread panicked; restarting the workers");
+                    self.last = None;
+                }
+            }
+        }
+    }
+
+    /// Stops everything and ends the child processes.
+    pub fn shutdown(&mut self) {
+        self.stop();
+        self.wait();
+        if let Some(mut pool) = self.pool.take() {
+            for worker in &mut pool.workers {
+                let _ = Order::Quit.write(&mut worker.orders);
+            }
+        }
+        self.evaluator = None;
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The search thread: watches the limits, reports, and ends the search.
+struct Monitor {
+    pool: Pool,
+    search: u32,
+    limits: Limits,
+    root_moves: usize,
+    board: cozy_chess::Board,
+    config: EngineConfig,
+    stop: Arc<AtomicBool>,
+    ponderhit: Arc<AtomicBool>,
+}
+
+impl Monitor {
+    fn run(mut self, events: &mut dyn FnMut(Event)) -> Pool {
+        let start = Instant::now();
+        let mut clock_start = start;
+        let mut plan = self.limits.time_plan(self.config.move_overhead);
+        let mut next_info = start + Duration::from_secs(1);
+        let mut stopped_by: Option<StopReason> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(2));
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if self.ponderhit.swap(false, Ordering::Relaxed) && self.limits.ponder {
+                self.limits.ponder = false;
+                clock_start = Instant::now();
+                plan = self.limits.time_plan(self.config.move_overhead);
+            }
+            let progress = self.progress(clock_start);
+            if stopped_by.is_none() {
+                stopped_by = should_stop(&self.limits, plan, &progress)
+                    .or_else(|| (self.pool.arena.hashfull() >= 995).then_some(StopReason::Nodes));
+                if stopped_by.is_some() {
+                    self.pool.control.block().request_stop();
+                }
+            }
+            let workers_idle = self.workers_idle();
+            if self.eval_failed() {
+                events(Event::Error(
+                    "the evaluator stopped answering; it restarts before the next search".into(),
+                ));
+                break;
+            }
+            // Ponder and infinite searches print their move only after stop or ponderhit.
+            let may_finish = !(self.limits.infinite || self.limits.ponder);
+            if workers_idle && may_finish {
+                break;
+            }
+            if Instant::now() >= next_info {
+                next_info += Duration::from_secs(1);
+                events(Event::Info(self.info(start)));
+            }
+        }
+        self.pool.control.block().request_stop();
+        self.wait_workers(Duration::from_secs(2));
+        events(Event::Info(self.info(start)));
+        if self.config.verbose_move_stats {
+            events(Event::Verbose(report::move_stats(
+                &self.pool.arena,
+                &self.board,
+            )));
+        }
+        let (best, ponder) = report::best_move(&self.pool.arena, &self.board);
+        events(Event::BestMove { best, ponder });
+        self.pool
+    }
+
+    fn progress(&self, clock_start: Instant) -> Progress {
+        let block = self.pool.control.block();
+        let arena = &self.pool.arena;
+        let root = arena.root();
+        let mut visits: Vec<u64> = arena
+            .children(root)
+            .iter()
+            .map(|c| c.visits as u64)
+            .collect();
+        visits.sort_unstable_by(|a, b| b.cmp(a));
+        let playouts = block.done.load(Ordering::Relaxed);
+        let proven = arena.proven(root);
+        Progress {
+            elapsed: clock_start.elapsed(),
+            playouts,
+            best_visits: visits.first().copied().unwrap_or(0),
+            second_visits: visits.get(1).copied().unwrap_or(0),
+            depth: report::average_depth(block),
+            proven_mate: proven.and_then(|p| match p.outcome {
+                banyan_tree::Outcome::Win => Some((p.plies as u32).div_ceil(2)),
+                _ => None,
+            }),
+            root_solved: proven.is_some(),
+            root_moves: self.root_moves,
+        }
+    }
+
+    fn info(&self, start: Instant) -> report::Info {
+        report::info(
+            &self.pool.arena,
+            self.pool.control.block(),
+            &self.board,
+            start.elapsed(),
+            self.config.multipv,
+            self.pool.cache.as_deref(),
+        )
+    }
+
+    fn workers_idle(&mut self) -> bool {
+        let block = self.pool.control.block();
+        let search = self.search;
+        self.pool
+            .workers
+            .iter_mut()
+            .enumerate()
+            .all(|(id, w)| block.is_done(id, search) || !w.is_alive())
+    }
+
+    fn eval_failed(&self) -> bool {
+        let block = self.pool.control.block();
+        (0..self.pool.workers.len())
+            .any(|id| block.workers[id].eval_error.load(Ordering::Relaxed) != 0)
+    }
+
+    /// Waits for every worker to go idle; one that does not within `timeout` is killed (and
+    /// replaced before the next search).
+    fn wait_workers(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.workers_idle() {
+            if Instant::now() >= deadline {
+                let block = self.pool.control.block();
+                for (id, w) in self.pool.workers.iter_mut().enumerate() {
+                    if !block.is_done(id, self.search) {
+                        tracing::error!("worker {id} did not stop; killing it");
+                        w.kill();
+                    }
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}

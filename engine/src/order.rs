@@ -1,0 +1,130 @@
+//! What the coordinator tells a worker over its command pipe: start a search (with
+//! everything the search needs) or quit. A plain line format, ended by `end`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+/// One search order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchOrder {
+    /// The search number the worker reports back when it is done.
+    pub search: u32,
+    /// Leaves per minibatch.
+    pub minibatch: usize,
+    /// The exploration constant (`CPuct`).
+    pub cpuct: f32,
+    /// The evaluator's socket.
+    pub socket: PathBuf,
+    /// The game's first position (Shredder FEN) and the moves since, as tree codes.
+    pub start_fen: String,
+    pub moves: Vec<u16>,
+    /// Root moves the search may consider (`go searchmoves`), as tree codes; empty: all.
+    pub searchmoves: Vec<u16>,
+}
+
+/// A message on the command pipe.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Order {
+    Search(SearchOrder),
+    Quit,
+}
+
+impl Order {
+    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut text = String::new();
+        match self {
+            Order::Quit => text.push_str("quit\n"),
+            Order::Search(s) => {
+                let codes = |v: &[u16]| v.iter().map(|c| format!(" {c}")).collect::<String>();
+                text += &format!(
+                    "search {}\nminibatch {}\ncpuct {}\n",
+                    s.search, s.minibatch, s.cpuct
+                );
+                text += &format!(
+                    "moves{}\nsearchmoves{}\n",
+                    codes(&s.moves),
+                    codes(&s.searchmoves)
+                );
+                text += &format!("fen {}\nsocket {}\nend\n", s.start_fen, s.socket.display());
+            }
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    /// Reads the next order; end of input (the coordinator is gone) reads as `Quit`.
+    pub fn read(input: &mut impl BufRead) -> std::io::Result<Order> {
+        let bad = |what: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad search order: {what}"),
+            )
+        };
+        let mut order = SearchOrder {
+            search: 0,
+            minibatch: 1,
+            cpuct: 1.745,
+            socket: PathBuf::new(),
+            start_fen: String::new(),
+            moves: Vec::new(),
+            searchmoves: Vec::new(),
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                return Ok(Order::Quit);
+            }
+            let line = line.trim_end_matches('\n');
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            let codes = || -> std::io::Result<Vec<u16>> {
+                value
+                    .split_whitespace()
+                    .map(|c| c.parse().map_err(|_| bad(line)))
+                    .collect()
+            };
+            match key {
+                "quit" => return Ok(Order::Quit),
+                "end" => return Ok(Order::Search(order)),
+                "search" => order.search = value.parse().map_err(|_| bad(line))?,
+                "minibatch" => order.minibatch = value.parse().map_err(|_| bad(line))?,
+                "cpuct" => order.cpuct = value.parse().map_err(|_| bad(line))?,
+                "moves" => order.moves = codes()?,
+                "searchmoves" => order.searchmoves = codes()?,
+                "fen" => order.start_fen = value.to_string(),
+                "socket" => order.socket = PathBuf::from(value),
+                _ => return Err(bad(line)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_round_trip() {
+        let orders = [
+            Order::Quit,
+            Order::Search(SearchOrder {
+                search: 7,
+                minibatch: 32,
+                cpuct: 2.5,
+                socket: PathBuf::from("/tmp/dir with space/eval.sock"),
+                start_fen: "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w HAha - 0 1".into(),
+                moves: vec![12 | 28 << 6, 52 | 36 << 6],
+                searchmoves: vec![],
+            }),
+        ];
+        let mut pipe = Vec::new();
+        for order in &orders {
+            order.write(&mut pipe).unwrap();
+        }
+        let mut input = &pipe[..];
+        for order in &orders {
+            assert_eq!(&Order::read(&mut input).unwrap(), order);
+        }
+        assert_eq!(Order::read(&mut input).unwrap(), Order::Quit);
+    }
+}

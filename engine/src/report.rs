@@ -1,0 +1,262 @@
+//! What a search tells the front-end: info snapshots, per-move statistics, the best move.
+//! Values here are facts about the tree; the UCI text is written by the front-end.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use banyan_nn::cache::EvalCache;
+use banyan_tree::{Arena, ChildStats, Outcome};
+use cozy_chess::{Board, Move};
+
+use crate::control::ControlBlock;
+use crate::moves;
+
+/// Something the search reports.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Info(Info),
+    /// Per root move statistics (`VerboseMoveStats`), most visited last like Lc0.
+    Verbose(Vec<MoveStat>),
+    /// A problem the GUI should see as `info string error: …`.
+    Error(String),
+    /// The search's answer; `None` only when the side to move has no legal move.
+    BestMove {
+        best: Option<Move>,
+        ponder: Option<Move>,
+    },
+}
+
+/// A snapshot of the search.
+#[derive(Clone, Debug)]
+pub struct Info {
+    pub time: Duration,
+    /// Playouts of this search.
+    pub nodes: u64,
+    pub nps: u64,
+    /// Average and deepest playout depth.
+    pub depth: u32,
+    pub seldepth: u32,
+    /// Tree arena use, per mille.
+    pub hashfull: u32,
+    /// Share of leaves answered by the evaluation cache.
+    pub cache_hit_rate: Option<f64>,
+    /// Best lines, best first (`MultiPV` of them).
+    pub lines: Vec<Line>,
+    /// Arena bytes the tree takes.
+    pub tree_bytes: u64,
+}
+
+/// One principal variation.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub score: Score,
+    /// Win, draw, loss per mille for the side to move.
+    pub wdl: [u32; 3],
+    pub pv: Vec<Move>,
+}
+
+/// A score the UCI way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Score {
+    /// Centipawns, from Q with Lc0's mapping.
+    Cp(i32),
+    /// Mate in this many moves (negative: getting mated).
+    Mate(i32),
+}
+
+/// Statistics of one root move, in the shape of Lc0's `VerboseMoveStats`.
+#[derive(Clone, Debug)]
+pub struct MoveStat {
+    pub mv: Move,
+    /// The 1858-map policy index (side-to-move frame).
+    pub policy_index: u16,
+    pub visits: u32,
+    pub in_flight: u32,
+    pub prior: f32,
+    /// W−L and D for the side to move at the root; `None` before the first visit.
+    pub wl: Option<f32>,
+    pub d: Option<f32>,
+    /// Mate distance in moves when the move is proven (negative: it loses).
+    pub mate: Option<i32>,
+    /// The network's own value of the position after the move (root mover's view); the
+    /// tree keeps only averages, so it is known while the move has exactly one visit.
+    pub net_value: Option<f32>,
+}
+
+/// Lc0's centipawn mapping of Q: 90·tan(1.5637541897·Q).
+pub fn centipawns(q: f32) -> i32 {
+    let cp = 90.0 * (1.563_754_2 * q.clamp(-1.0, 1.0) as f64).tan();
+    cp.round().clamp(-128_000.0, 128_000.0) as i32
+}
+
+/// The score of choosing `child` (a child of the root), from the root's side to move.
+fn score(child: &ChildStats) -> Score {
+    match child.proven {
+        // The child's side to move loses: we mate in (plies + 1) moves' worth of plies.
+        Some(p) if p.outcome == Outcome::Loss => Score::Mate((p.plies as i32 + 2) / 2),
+        Some(p) if p.outcome == Outcome::Win => Score::Mate(-((p.plies as i32 + 1) / 2)),
+        _ => Score::Cp(centipawns(child.wl)),
+    }
+}
+
+fn wdl(child: &ChildStats) -> [u32; 3] {
+    let d = child.d.clamp(0.0, 1.0);
+    let w = ((1.0 + child.wl - d) / 2.0).clamp(0.0, 1.0);
+    let l = (1.0 - w - d).max(0.0);
+    let permille = |x: f32| (x * 1000.0).round() as u32;
+    let (w, d) = (permille(w), permille(d));
+    [w, d, 1000u32.saturating_sub(w + d).min(permille(l) + 1)]
+}
+
+/// Root children ordered as the search would choose them: proven wins first (shortest),
+/// proven losses last (longest), then by visits, then by Q.
+fn ranked(arena: &Arena) -> Vec<ChildStats> {
+    let mut children = arena.children(arena.root());
+    let key = |c: &ChildStats| -> (i32, i64, i64) {
+        match c.proven.map(|p| (p.outcome, p.plies as i64)) {
+            Some((Outcome::Loss, plies)) => (2, -plies, 0),
+            Some((Outcome::Win, plies)) => (0, plies, 0),
+            _ => (1, c.visits as i64, (c.wl * 1e6) as i64),
+        }
+    };
+    children.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    children
+}
+
+/// The move to play and the expected reply (to ponder on).
+pub fn best_move(arena: &Arena, board: &Board) -> (Option<Move>, Option<Move>) {
+    let ranked = ranked(arena);
+    let Some(best) = ranked.first() else {
+        // The root was never expanded (no time at all): any legal move beats none.
+        let mut first = None;
+        board.generate_moves(|m| {
+            first = m.into_iter().next();
+            true
+        });
+        return (first, None);
+    };
+    let ponder = best
+        .node
+        .and_then(|n| arena.pv(n, 1).first().map(|&c| moves::decode(c)));
+    (Some(moves::decode(best.mv)), ponder)
+}
+
+/// Average playout depth of this search (at least 1 once anything was searched).
+pub fn average_depth(block: &ControlBlock) -> u32 {
+    let done = block.done.load(Ordering::Relaxed);
+    let sum = block.depth_sum.load(Ordering::Relaxed);
+    if done == 0 {
+        0
+    } else {
+        (sum as f64 / done as f64).round().max(1.0) as u32
+    }
+}
+
+/// The info snapshot now.
+pub fn info(
+    arena: &Arena,
+    block: &ControlBlock,
+    board: &Board,
+    time: Duration,
+    multipv: usize,
+    cache: Option<&EvalCache>,
+) -> Info {
+    let nodes = block.done.load(Ordering::Relaxed);
+    let ms = time.as_millis().max(1) as u64;
+    let lines = ranked(arena)
+        .iter()
+        .filter(|c| c.visits > 0 || c.proven.is_some())
+        .take(multipv.max(1))
+        .map(|c| {
+            let mut pv = vec![moves::decode(c.mv)];
+            if let Some(node) = c.node {
+                pv.extend(arena.pv(node, 63).into_iter().map(moves::decode));
+            }
+            Line {
+                score: score(c),
+                wdl: wdl(c),
+                pv: legal_prefix(board, pv),
+            }
+        })
+        .collect();
+    Info {
+        time,
+        nodes,
+        nps: nodes * 1000 / ms,
+        depth: average_depth(block),
+        seldepth: block.seldepth.load(Ordering::Relaxed),
+        hashfull: arena.hashfull(),
+        cache_hit_rate: cache.map(|c| c.hit_rate()),
+        lines,
+        tree_bytes: arena.bytes_used(),
+    }
+}
+
+/// The longest prefix of `pv` that is legal from `board` (a guard: the tree is shared
+/// memory, and a GUI must never see an illegal move).
+fn legal_prefix(board: &Board, pv: Vec<Move>) -> Vec<Move> {
+    let mut board = board.clone();
+    let mut out = Vec::with_capacity(pv.len());
+    for mv in pv {
+        if board.try_play(mv).is_err() {
+            break;
+        }
+        out.push(mv);
+    }
+    out
+}
+
+/// Per-move statistics of the root, least visited first (Lc0's order).
+pub fn move_stats(arena: &Arena, board: &Board) -> Vec<MoveStat> {
+    let stm = board.side_to_move();
+    let mut stats: Vec<MoveStat> = arena
+        .children(arena.root())
+        .iter()
+        .map(|c| {
+            let mv = moves::decode(c.mv);
+            let visited = c.visits > 0 || c.proven.is_some();
+            MoveStat {
+                mv,
+                policy_index: banyan_nn::policy::move_index(mv, stm),
+                visits: c.visits,
+                in_flight: c.in_flight,
+                prior: c.prior,
+                wl: visited.then_some(c.wl),
+                d: visited.then_some(c.d),
+                mate: match score(c) {
+                    Score::Mate(m) => Some(m),
+                    Score::Cp(_) => None,
+                },
+                net_value: (c.visits == 1).then_some(c.wl),
+            }
+        })
+        .collect();
+    stats.sort_by(|a, b| {
+        (a.visits, a.prior)
+            .partial_cmp(&(b.visits, b.prior))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centipawns_follow_lc0() {
+        let cases = [
+            (0.0, 0),
+            (0.03373, 5),
+            (0.5, 89),
+            (-0.5, -89),
+            (0.9, 546),
+            (1.0, 12_780),
+            (-1.0, -12_780),
+        ];
+        for (q, cp) in cases {
+            let got = centipawns(q);
+            assert!((got - cp).abs() <= 1, "q {q}: {got} vs {cp}");
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The worker process: takes search orders from the coordinator, grows the shared tree with
+//! PUCT and virtual loss, sends its leaves to the evaluator in minibatches (two in flight),
+//! expands and backs up their answers. Game ends are scored without the network.
+
+use std::collections::VecDeque;
+use std::io::BufReader;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use banyan_nn::backend::EvalInput;
+use banyan_nn::cache::EvalCache;
+use banyan_nn::client::{EvalClient, Ticket};
+use banyan_nn::encode::{InputPlanes, PositionHistory};
+use banyan_tree::{Arena, Leaf, Path, PuctParams, Worker};
+use cozy_chess::Board;
+
+use crate::control::Control;
+use crate::moves;
+use crate::order::{Order, SearchOrder};
+
+/// Everything a worker process holds: its id, the shared memory, and its command pipe.
+pub struct WorkerProcess {
+    pub id: u32,
+    pub arena: Arena,
+    pub control: Control,
+    pub cache: Option<Arc<EvalCache>>,
+    pub orders: BufReader<std::fs::File>,
+}
+
+impl WorkerProcess {
+    /// Serves search orders until `quit` or the coordinator goes away.
+    pub fn run(mut self) {
+        let mut client: Option<(PathBuf, EvalClient)> = None;
+        loop {
+            match Order::read(&mut self.orders) {
+                Ok(Order::Search(order)) => {
+                    let block = self.control.block();
+                    if let Err(e) = self.search(&order, &mut client) {
+                        tracing::warn!("worker {}: {e}", self.id);
+                        client = None;
+                        block.workers[self.id as usize]
+                            .eval_error
+                            .store(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    block.report_done(self.id as usize, order.search);
+                }
+                Ok(Order::Quit) => return,
+                Err(e) => {
+                    tracing::error!("worker {}: {e}", self.id);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn search(
+        &self,
+        order: &SearchOrder,
+        client: &mut Option<(PathBuf, EvalClient)>,
+    ) -> Result<(), String> {
+        let block = self.control.block();
+        block.workers[self.id as usize]
+            .eval_error
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        if client
+            .as_ref()
+            .is_none_or(|(socket, _)| socket != &order.socket)
+        {
+            *client = Some((
+                order.socket.clone(),
+                connect(&order.socket, self.cache.clone())?,
+            ));
+        }
+        let (_, client) = client.as_mut().expect("connected above");
+        let start =
+            Board::from_fen(&order.start_fen, true).map_err(|e| format!("bad start FEN: {e:?}"))?;
+        let mut history = PositionHistory::new(start);
+        for &code in &order.moves {
+            history.push(moves::decode(code));
+        }
+        let tree = self.arena.worker(self.id).map_err(|e| e.to_string())?;
+        let mut search = Search {
+            order,
+            params: PuctParams {
+                cpuct: order.cpuct,
+                ..PuctParams::default()
+            },
+            arena: &self.arena,
+            tree,
+            root_len: history.len(),
+            history,
+            block: self.control.block(),
+            in_flight: VecDeque::new(),
+        };
+        let result = search.run(client);
+        search.abandon();
+        result
+    }
+}
+
+fn connect(socket: &FsPath, cache: Option<Arc<EvalCache>>) -> Result<EvalClient, String> {
+    let client =
+        EvalClient::connect(socket).map_err(|e| format!("cannot reach the evaluator: {e}"))?;
+    Ok(match cache {
+        Some(cache) => client.with_cache(cache),
+        None => client,
+    })
+}
+
+/// A leaf sent to the evaluator, waiting for its answer.
+struct Pending {
+    path: Path,
+    planes: InputPlanes,
+    /// Legal moves as tree codes, and the same moves as policy indices.
+    codes: Vec<u16>,
+    policy: Vec<u16>,
+}
+
+/// How a leaf position stands.
+enum LeafKind {
+    /// A game end: exact value for the side to move, and plies to mate (0 when mated now).
+    End {
+        wl: f32,
+        d: f32,
+        mate: Option<u8>,
+    },
+    Open,
+}
+
+/// One search of one worker.
+struct Search<'a> {
+    order: &'a SearchOrder,
+    params: PuctParams,
+    arena: &'a Arena,
+    tree: Worker<'a>,
+    /// The history from the game's start to the leaf being looked at; the first `root_len`
+    /// positions lead to the root.
+    history: PositionHistory,
+    root_len: usize,
+    block: &'a crate::control::ControlBlock,
+    in_flight: VecDeque<(Ticket, Vec<Pending>)>,
+}
+
+impl Search<'_> {
+    fn run(&mut self, client: &mut EvalClient) -> Result<(), String> {
+        loop {
+            let stopping = self.block.stopping();
+            let (batch, more) = if stopping {
+                (Vec::new(), false)
+            } else {
+                self.gather()
+            };
+            let sent = !batch.is_empty();
+            if sent {
+                let inputs: Vec<EvalInput> = batch
+                    .iter()
+                    .map(|p| EvalInput {
+                        planes: &p.planes,
+                        moves: &p.policy,
+                    })
+                    .collect();
+                match client.send(&inputs) {
+                    Ok(ticket) => self.in_flight.push_back((ticket, batch)),
+                    Err(e) => {
+                        self.cancel(batch);
+                        return Err(format!("evaluator: {e}"));
+                    }
+                }
+            }
+            // Keep two minibatches in flight: answer the older one once a second is out, or
+            // when nothing new could be gathered.
+            if self.in_flight.len() >= 2 || (!sent && !self.in_flight.is_empty()) {
+                let (ticket, batch) = self.in_flight.pop_front().expect("non-empty");
+                match client.recv(ticket) {
+                    Ok(evals) => self.land(batch, evals),
+                    Err(e) => {
+                        self.cancel(batch);
+                        return Err(format!("evaluator: {e}"));
+                    }
+                }
+            }
+            if !more && self.in_flight.is_empty() && (stopping || !sent) {
+                return Ok(());
+            }
+            if !sent && more {
+                std::thread::yield_now(); // only collisions: others are expanding our leaves
+            }
+        }
+    }
+
+    /// Descends until a minibatch of leaves needs the evaluator. Returns the batch and whether
+    /// the search can go on (budget left, tree not full).
+    fn gather(&mut self) -> (Vec<Pending>, bool) {
+        let mut batch = Vec::with_capacity(self.order.minibatch);
+        let mut collisions = 0;
+        while batch.len() < self.order.minibatch && collisions < self.order.minibatch {
+            if !self.block.claim() {
+                return (batch, false);
+            }
+            let mut path = Path::new();
+            match self.tree.descend(&mut path, &self.params) {
+                Err(e) => {
+                    tracing::debug!("descent: {e}");
+                    self.block.unclaim();
+                    let more = !batch.is_empty() || !self.in_flight.is_empty();
+                    return (batch, more);
+                }
+                Ok(Leaf::Collision) => {
+                    self.block.unclaim();
+                    collisions += 1;
+                }
+                Ok(Leaf::Exact { wl, d }) => {
+                    let depth = path.nodes().len() as u32 - 1;
+                    self.tree.backup(&mut path, wl, d);
+                    self.block.record(depth);
+                }
+                Ok(Leaf::Expand(_)) => {
+                    self.replay(&path);
+                    match self.classify(path.nodes().len() == 1) {
+                        LeafKind::End { wl, d, mate } => {
+                            let depth = path.nodes().len() as u32 - 1;
+                            self.tree.terminal(&mut path, wl, d, mate);
+                            self.block.record(depth);
+                        }
+                        LeafKind::Open => batch.push(self.pending(path)),
+                    }
+                }
+            }
+        }
+        (batch, true)
+    }
+
+    /// Puts the history at the leaf of `path`.
+    fn replay(&mut self, path: &Path) {
+        self.history.truncate(self.root_len);
+        for &node in &path.nodes()[1..] {
+            self.history.push(moves::decode(self.arena.node_move(node)));
+        }
+    }
+
+    /// Scores game ends: mate, stalemate, and (below the root) the 50-move rule, dead
+    /// positions and repetitions, which Lc0 also scores as draws inside the tree.
+    fn classify(&self, at_root: bool) -> LeafKind {
+        let board = self.history.current();
+        let mut any = false;
+        board.generate_moves(|_| {
+            any = true;
+            true
+        });
+        if !any {
+            return if board.checkers().is_empty() {
+                LeafKind::End {
+                    wl: 0.0,
+                    d: 1.0,
+                    mate: None,
+                }
+            } else {
+                LeafKind::End {
+                    wl: -1.0,
+                    d: 0.0,
+                    mate: Some(0),
+                }
+            };
+        }
+        if !at_root
+            && (board.halfmove_clock() >= 100
+                || insufficient_material(board)
+                || self.history.is_repetition())
+        {
+            return LeafKind::End {
+                wl: 0.0,
+                d: 1.0,
+                mate: None,
+            };
+        }
+        LeafKind::Open
+    }
+
+    fn pending(&self, path: Path) -> Pending {
+        let board = self.history.current();
+        let stm = board.side_to_move();
+        let at_root = path.nodes().len() == 1;
+        let mut codes = Vec::with_capacity(48);
+        let mut policy = Vec::with_capacity(48);
+        board.generate_moves(|moves| {
+            for mv in moves {
+                let code = moves::encode(mv);
+                if at_root
+                    && !self.order.searchmoves.is_empty()
+                    && !self.order.searchmoves.contains(&code)
+                {
+                    continue;
+                }
+                codes.push(code);
+                policy.push(banyan_nn::policy::move_index(mv, stm));
+            }
+            false
+        });
+        Pending {
+            path,
+            planes: self.history.planes(),
+            codes,
+            policy,
+        }
+    }
+
+    /// Expands and backs up a minibatch's answers.
+    fn land(&mut self, batch: Vec<Pending>, evals: Vec<banyan_nn::protocol::Eval>) {
+        let mut edges = Vec::new();
+        for (mut pending, eval) in batch.into_iter().zip(evals) {
+            edges.clear();
+            edges.extend(
+                pending
+                    .codes
+                    .iter()
+                    .copied()
+                    .zip(eval.priors.iter().copied()),
+            );
+            let [w, d, l] = eval.wdl;
+            let depth = pending.path.nodes().len() as u32 - 1;
+            match self.tree.expand(&mut pending.path, &edges, w - l, d) {
+                Ok(_) => self.block.record(depth),
+                Err(e) => {
+                    tracing::debug!("expansion: {e}");
+                    self.block.unclaim();
+                }
+            }
+        }
+    }
+
+    /// Gives back the in-flight counts and playout claims of leaves that will not be answered.
+    fn cancel(&mut self, batch: Vec<Pending>) {
+        for mut pending in batch {
+            self.tree.cancel(&mut pending.path);
+            self.block.unclaim();
+        }
+    }
+
+    /// Cancels everything still in flight (after an evaluator error).
+    fn abandon(&mut self) {
+        while let Some((_, batch)) = self.in_flight.pop_front() {
+            self.cancel(batch);
+        }
+    }
+}
+
+/// Neither side can mate: bare kings, or one minor piece, or bishops all on one colour.
+fn insufficient_material(board: &Board) -> bool {
+    use cozy_chess::{BitBoard, Piece};
+    let heavy = board.pieces(Piece::Pawn) | board.pieces(Piece::Rook) | board.pieces(Piece::Queen);
+    if !heavy.is_empty() {
+        return false;
+    }
+    let knights = board.pieces(Piece::Knight);
+    let bishops = board.pieces(Piece::Bishop);
+    let minors = (knights | bishops).len();
+    if minors <= 1 {
+        return true;
+    }
+    knights.is_empty()
+        && ((bishops & BitBoard::DARK_SQUARES).is_empty()
+            || (bishops & BitBoard::LIGHT_SQUARES).is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insufficient_material_cases() {
+        let cases = [
+            ("8/8/8/4k3/8/8/8/4K3 w - - 0 1", true),
+            ("8/8/8/4k3/8/8/8/4KN2 w - - 0 1", true),
+            ("8/8/8/4k3/8/8/8/4KB2 w - - 0 1", true),
+            ("8/8/8/2b1k3/8/8/8/4KB2 w - - 0 1", true),
+            ("8/8/8/3bk3/8/8/8/4KB2 w - - 0 1", false),
+            ("8/8/8/4k3/8/8/8/3NKN2 w - - 0 1", false),
+            ("8/8/8/4k3/8/8/4P3/4K3 w - - 0 1", false),
+        ];
+        for (fen, want) in cases {
+            assert_eq!(
+                insufficient_material(&Board::from_fen(fen, false).unwrap()),
+                want,
+                "{fen}"
+            );
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! `banyan bench`: a fixed search over a fixed set of positions, for comparing speed.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use banyan_engine::{Engine, Event, GamePosition, GoRequest, Limits};
+
+use crate::options::Options;
+
+/// Opening, middlegame and endgame positions (the set never changes, so figures compare).
+const POSITIONS: &[&str] = &[
+    "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+    "rnbqkbnr/pppp1ppp/8/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R b KQkq - 1 2",
+    "r1bqkb1r/pppp1ppp/2n2n2/4p3/2B1P3/5N2/PPPP1PPP/RNBQK2R w KQkq - 4 4",
+    "rnbqkb1r/pp2pppp/3p1n2/8/3NP3/8/PPP2PPP/RNBQKB1R w KQkq - 1 5",
+    "r1bq1rk1/ppp2ppp/2np1n2/2b1p3/2B1P3/2NP1N2/PPP2PPP/R1BQ1RK1 w - - 0 7",
+    "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1",
+    "r4rk1/1pp1qppp/p1np1n2/2b1p1B1/2B1P1b1/P1NP1N2/1PP1QPPP/R4RK1 w - - 0 10",
+    "2rq1rk1/pp1bppbp/3p1np1/4n3/3NP3/1BN1BP2/PPPQ2PP/2KR3R w - - 9 12",
+    "r1b2rk1/2q1b1pp/p2ppn2/1p6/3QP3/1BN1B3/PPP3PP/R4RK1 w - - 0 14",
+    "4rrk1/pp1n3p/3q2pQ/2p1pb2/2PP4/2P3N1/P2B2PP/4RRK1 b - - 7 19",
+    "r3r1k1/2p2ppp/p1p1bn2/8/1q2P3/2NPQN2/PPP3PP/R4RK1 b - - 2 15",
+    "r1bbk1nr/pp3p1p/2n5/1N4p1/2Np1B2/8/PPP2PPP/2KR1B1R w kq - 0 13",
+    "r1bq1r1k/b1p1npp1/p2p3p/1p6/3PP3/1B2NN2/PP3PPP/R2Q1RK1 w - - 1 16",
+    "3r1rk1/p5pp/bpp1pp2/8/q1PP1P2/b3P3/P2NQRPP/1R2B1K1 b - - 6 22",
+    "r1q2rk1/2p1bppp/2Pp4/p6b/Q1PNp3/4B3/PP1R1PPP/2K4R w - - 2 18",
+    "6k1/6p1/6Pp/ppp5/3pn2P/1P3K2/1PP2P2/3N4 b - - 0 1",
+    "3b4/5kp1/1p1p1p1p/pP1PpP1P/P1P1P3/3KN3/8/8 w - - 0 1",
+    "8/8/8/8/5kp1/P7/8/1K1N4 w - - 0 1",
+    "8/5k2/8/5N2/5Q2/2K5/8/8 w - - 0 1",
+    "8/8/1p1r1k2/p1pPN1p1/P3KnP1/1P6/8/3R4 b - - 0 1",
+];
+
+/// Searches every position for `nodes` playouts from a fresh tree and prints the totals.
+pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+    let mut options = Options::default();
+    options.set("Threads", crate::options::Value::Int(threads as i64));
+    let mut config = crate::session::engine_config(&options);
+    config.weights = weights;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(exe);
+    engine.configure(config)?;
+    engine.ready()?;
+    println!(
+        "bench: {} nodes per position, {threads} worker(s), evaluator: {}",
+        nodes,
+        engine.evaluator_description().unwrap_or("?")
+    );
+    let (mut total_nodes, mut total_bytes) = (0u64, 0u64);
+    let started = Instant::now();
+    for (i, fen) in POSITIONS.iter().enumerate() {
+        let position = GamePosition::parse(Some(fen), &[] as &[&str], false)?;
+        engine.new_game();
+        let (tx, rx) = mpsc::channel();
+        let limits = Limits {
+            nodes: Some(nodes),
+            ..Limits::default()
+        };
+        engine.go(
+            position,
+            GoRequest {
+                limits,
+                searchmoves: Vec::new(),
+            },
+            Box::new(move |e| {
+                let _ = tx.send(e);
+            }),
+        );
+        let mut last = None;
+        for event in rx {
+            match event {
+                Event::Info(info) => last = Some(info),
+                Event::Error(e) => return Err(e),
+                Event::BestMove { .. } => break,
+                Event::Verbose(_) => {}
+            }
+        }
+        engine.wait();
+        let info = last.ok_or("no info from the search")?;
+        total_nodes += info.nodes;
+        total_bytes += info.tree_bytes;
+        println!(
+            "position {:>2}: nodes {:>8}  time {:>6} ms  nps {:>7}  {fen}",
+            i + 1,
+            info.nodes,
+            info.time.as_millis(),
+            info.nps
+        );
+    }
+    let ms = started.elapsed().as_millis().max(1) as u64;
+    println!(
+        "Total nodes: {total_nodes}  Time: {ms} ms  Nodes/second: {}  Bytes/node: {}",
+        total_nodes * 1000 / ms,
+        total_bytes / total_nodes.max(1)
+    );
+    Ok(())
+}
