@@ -132,3 +132,41 @@ impl Drop for Engine {
         let _ = self.child.wait();
     }
 }
+
+/// The arguments of the `bestmove` line.
+pub fn bestmove_of(lines: &[String]) -> (String, Option<String>) {
+    let last = lines.last().expect("lines");
+    let mut t = last.split_whitespace();
+    assert_eq!(t.next(), Some("bestmove"), "{last}");
+    let best = t.next().expect("a move").to_string();
+    let ponder = match (t.next(), t.next()) {
+        (Some("ponder"), Some(p)) => Some(p.to_string()),
+        _ => None,
+    };
+    (best, ponder)
+}
+
+/// Whether `mv` (UCI text) is legal after `moves` from the start position or `fen`.
+pub fn is_legal(fen: Option<&str>, moves: &[&str], mv: &str) -> bool {
+    let mut board = match fen {
+        Some(f) => cozy_chess::Board::from_fen(f, false).expect("test FEN"),
+        None => cozy_chess::Board::default(),
+    };
+    for m in moves {
+        let m = banyan_nn::policy::parse_uci_move(&board, m, false).expect("test move");
+        board.play(m);
+    }
+    banyan_nn::policy::parse_uci_move(&board, mv, false).is_some()
+}
+
+/// The value after `name` in an info line.
+pub fn info_field(line: &str, name: &str) -> Option<String> {
+    let mut t = line.split_whitespace();
+    t.find(|&w| w == name)?;
+    t.next().map(str::to_string)
+}
+
+/// The path of a test network in ../shared/nets.
+pub fn net(name: &str) -> String {
+    format!("{}/../shared/nets/{name}", env!("CARGO_MANIFEST_DIR"))
+}

@@ -1,0 +1,158 @@
+//! Searches driven through the real binary: limits, stop, ponder, searchmoves, and exactly
+//! one legal `bestmove` after every `go`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Engine, bestmove_of, info_field, is_legal};
+
+#[test]
+fn go_nodes_from_a_terminal_prints_info_and_a_legal_move() {
+    let mut engine = Engine::start();
+    engine.send("uci");
+    engine.read_until("uciok");
+    engine.send("position startpos moves e2e4");
+    engine.send("go nodes 1000");
+    let lines = engine.read_until("bestmove");
+    let infos: Vec<&String> = lines.iter().filter(|l| l.starts_with("info depth")).collect();
+    let last = infos.last().expect("an info line before bestmove");
+    for field in ["depth", "seldepth", "time", "nodes", "nps", "hashfull", "score", "pv"] {
+        assert!(info_field(last, field).is_some(), "{field} missing in {last}");
+    }
+    assert_eq!(info_field(last, "nodes").unwrap(), "1000", "{last}");
+    let (best, _) = bestmove_of(&lines);
+    assert!(is_legal(None, &["e2e4"], &best), "{best}");
+    engine.quit();
+}
+
+#[test]
+fn every_limit_ends_with_one_legal_bestmove() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("position startpos", &[], "go nodes 1"),
+        ("position startpos", &[], "go movetime 200"),
+        ("position startpos", &[], "go depth 3"),
+        ("position startpos", &[], "go depth 300 nodes 300"),
+        ("position startpos", &[], "go wtime 500 btime 500"),
+        ("position startpos moves e2e4", &["e2e4"], "go wtime 2000 btime 2000 winc 100 binc 100 movestogo 300"),
+        ("position startpos moves e2e4", &["e2e4"], "go wtime -100 btime 5 movetime 50"),
+        ("position startpos", &[], "go nodes 200 frobnicate"),
+        ("position startpos", &[], "go mate 1 movetime 300"),
+    ];
+    let mut engine = Engine::start();
+    for (position, moves, go) in cases {
+        engine.send(position);
+        engine.send(go);
+        let lines = engine.read_until("bestmove");
+        let (best, _) = bestmove_of(&lines);
+        assert!(is_legal(None, moves, &best), "{go}: {best}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("bestmove")).count(), 1);
+    }
+    engine.send("isready");
+    let rest = engine.read_until("readyok");
+    assert!(!rest.iter().any(|l| l.starts_with("bestmove")), "an extra bestmove: {rest:?}");
+    engine.quit();
+}
+
+#[test]
+fn infinite_search_stops_promptly_on_stop() {
+    let mut engine = Engine::start();
+    engine.send("position startpos");
+    engine.send("go infinite");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(!engine.drain().iter().any(|l| l.starts_with("bestmove")), "bestmove before stop");
+    let sent = Instant::now();
+    engine.send("stop");
+    let lines = engine.read_until("bestmove");
+    assert!(sent.elapsed() < Duration::from_secs(1), "stop took {:?}", sent.elapsed());
+    assert!(is_legal(None, &[], &bestmove_of(&lines).0));
+    engine.quit();
+}
+
+#[test]
+fn ponder_waits_for_ponderhit_then_plays_on_the_clock() {
+    let mut engine = Engine::start();
+    engine.send("setoption name Ponder value true");
+    engine.send("position startpos moves e2e4 e7e5");
+    engine.send("go ponder wtime 1000 btime 1000");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!engine.drain().iter().any(|l| l.starts_with("bestmove")), "bestmove while pondering");
+    engine.send("ponderhit");
+    let lines = engine.read_until_within("bestmove", Duration::from_secs(5));
+    assert!(is_legal(None, &["e2e4", "e7e5"], &bestmove_of(&lines).0));
+    engine.quit();
+}
+
+#[test]
+fn searchmoves_restricts_the_root() {
+    let mut engine = Engine::start();
+    engine.send("position startpos");
+    engine.send("go nodes 300 searchmoves a2a3 h2h3");
+    let (best, _) = bestmove_of(&engine.read_until("bestmove"));
+    assert!(best == "a2a3" || best == "h2h3", "{best}");
+    // The next search sees the whole root again.
+    engine.send("go nodes 300");
+    let (best, _) = bestmove_of(&engine.read_until("bestmove"));
+    assert!(is_legal(None, &[], &best));
+    engine.quit();
+}
+
+#[test]
+fn positions_without_moves_and_bad_positions() {
+    let mut engine = Engine::start();
+    // Fool's mate: white is mated.
+    engine.send("position startpos moves f2f3 e7e5 g2g4 d8h4");
+    engine.send("go nodes 100");
+    assert_eq!(bestmove_of(&engine.read_until("bestmove")).0, "0000");
+    // A bad FEN or an illegal move keeps the previous position.
+    engine.send("position startpos moves e2e4");
+    engine.send("position fen 8/8/8/8/8/8/8/8 w - - 0 1");
+    engine.send("position startpos moves e2e4 e2e4");
+    engine.send("position fen rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0");
+    engine.send("go nodes 100");
+    let lines = engine.read_until("bestmove");
+    assert!(lines.iter().filter(|l| l.starts_with("info string error")).count() >= 3, "{lines:?}");
+    assert!(is_legal(None, &["e2e4"], &bestmove_of(&lines).0), "{lines:?}");
+    engine.quit();
+}
+
+#[test]
+fn mate_in_one_is_found_and_scored_as_mate() {
+    let fen = "6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - 0 1";
+    let mut engine = Engine::start();
+    engine.send(&format!("position fen {fen}"));
+    engine.send("go nodes 2000");
+    let lines = engine.read_until("bestmove");
+    assert_eq!(bestmove_of(&lines).0, "d1d8", "{lines:?}");
+    let last_info = lines.iter().rev().find(|l| l.starts_with("info depth")).unwrap();
+    assert!(last_info.contains("score mate 1"), "{last_info}");
+    engine.quit();
+}
+
+#[test]
+fn options_change_between_searches_in_both_process_modes() {
+    let mut engine = Engine::start();
+    for setting in [
+        "setoption name Threads value 1",
+        "setoption name Hash value 16",
+        "setoption name ProcessMode value spawn",
+        "setoption name Threads value 3",
+        "setoption name MultiPV value 3",
+        "setoption name UCI_ShowWDL value true",
+        "setoption name VerboseMoveStats value true",
+        "setoption name ProcessMode value fork",
+    ] {
+        engine.send(setting);
+        engine.send("position startpos moves d2d4");
+        engine.send("go nodes 400");
+        let lines = engine.read_until("bestmove");
+        assert!(!lines.iter().any(|l| l.starts_with("info string error")), "{setting}: {lines:?}");
+        assert!(is_legal(None, &["d2d4"], &bestmove_of(&lines).0), "{setting}");
+    }
+    engine.send("go nodes 400");
+    let lines = engine.read_until("bestmove");
+    assert!(lines.iter().any(|l| l.contains(" multipv 3 ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(" wdl ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("info string ") && l.contains(" N: ")), "{lines:?}");
+    engine.quit();
+}
