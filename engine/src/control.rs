@@ -8,18 +8,24 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
-/// Most worker processes a search can have.
-pub const MAX_WORKERS: usize = 256;
+/// Most worker processes a search can have: as many as the tree has worker slots.
+pub const MAX_WORKERS: usize = banyan_tree::MAX_WORKERS as usize;
+
+/// Bytes of the shared block (a whole number of pages).
+const BYTES: usize = 8192;
 
 const MAGIC: u64 = 0x4241_4e59_4354_4c31; // "BANYCTL1"
 
 /// What one worker reports.
-#[repr(C)]
+#[repr(C, align(64))] // one cache line per worker: its counters are written on every playout
 pub struct WorkerStatus {
     /// The search number this worker has finished (stopped and idle).
     pub done: AtomicU32,
     /// Nonzero when the worker could not reach the evaluator in its last search.
     pub eval_error: AtomicU32,
+    /// Playouts this worker claimed and has not finished or given back; returned to the
+    /// budget if the worker dies.
+    pub outstanding: AtomicU64,
 }
 
 /// The block's layout in shared memory.
@@ -40,13 +46,11 @@ pub struct ControlBlock {
     pub depth_sum: AtomicU64,
     /// Deepest playout so far.
     pub seldepth: AtomicU32,
-    /// Leaves answered by the shared evaluation cache and by the evaluator.
-    pub cache_hits: AtomicU64,
-    pub evaluated: AtomicU64,
     pub workers: [WorkerStatus; MAX_WORKERS],
 }
 
-const _: () = assert!(std::mem::size_of::<ControlBlock>() <= 4096);
+const _: () = assert!(std::mem::size_of::<WorkerStatus>() == 64);
+const _: () = assert!(std::mem::size_of::<ControlBlock>() <= BYTES);
 
 /// A mapping of the control block, in the coordinator or in a worker.
 pub struct Control {
@@ -57,7 +61,7 @@ pub struct Control {
 impl Control {
     /// Creates a fresh block in a memfd that children inherit.
     pub fn create() -> std::io::Result<Control> {
-        let fd = crate::shm::memfd(c"banyan-control", 4096)?;
+        let fd = crate::shm::memfd(c"banyan-control", BYTES as u64)?;
         let control = Control::map(fd)?;
         // SAFETY: the block is freshly zeroed memory of sufficient size, owned by us.
         unsafe { (control.map.as_ptr() as *mut u64).write(MAGIC) };
@@ -99,14 +103,11 @@ impl Control {
 impl ControlBlock {
     /// Resets the counters for search number `search`, with a playout budget.
     pub fn begin(&self, search: u32, budget: u64) {
-        for counter in [
-            &self.claimed,
-            &self.done,
-            &self.depth_sum,
-            &self.cache_hits,
-            &self.evaluated,
-        ] {
+        for counter in [&self.claimed, &self.done, &self.depth_sum] {
             counter.store(0, Ordering::Relaxed);
+        }
+        for worker in &self.workers {
+            worker.outstanding.store(0, Ordering::Relaxed);
         }
         self.seldepth.store(0, Ordering::Relaxed);
         self.budget.store(budget, Ordering::Relaxed);
@@ -115,24 +116,33 @@ impl ControlBlock {
         self.search.store(search, Ordering::Release);
     }
 
-    /// Claims one playout against the budget; false when the budget is spent.
-    pub fn claim(&self) -> bool {
+    /// Claims one playout for worker `id` against the budget; false when it is spent.
+    pub fn claim(&self, id: usize) -> bool {
         // Relaxed: the counter alone decides; no other memory is published through it.
         let before = self.claimed.fetch_add(1, Ordering::Relaxed);
         if before >= self.budget.load(Ordering::Relaxed) {
             self.claimed.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
+        self.workers[id].outstanding.fetch_add(1, Ordering::Relaxed);
         true
     }
 
     /// Gives back a claimed playout that did not happen (a collision, a lost evaluator).
-    pub fn unclaim(&self) {
+    pub fn unclaim(&self, id: usize) {
+        self.workers[id].outstanding.fetch_sub(1, Ordering::Relaxed);
         self.claimed.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Records a finished playout of `depth` plies.
-    pub fn record(&self, depth: u32) {
+    /// Returns a dead worker's outstanding claims to the budget.
+    pub fn forget_worker(&self, id: usize) {
+        let left = self.workers[id].outstanding.swap(0, Ordering::Relaxed);
+        self.claimed.fetch_sub(left, Ordering::Relaxed);
+    }
+
+    /// Records worker `id`'s finished playout of `depth` plies.
+    pub fn record(&self, id: usize, depth: u32) {
+        self.workers[id].outstanding.fetch_sub(1, Ordering::Relaxed);
         // Relaxed: statistics, read approximately while the search runs and exactly after
         // every worker has reported done (which is a Release/Acquire pair).
         self.done.fetch_add(1, Ordering::Relaxed);

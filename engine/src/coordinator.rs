@@ -121,7 +121,7 @@ impl Pool {
     fn start(config: &EngineConfig, exe: &Path) -> std::io::Result<Pool> {
         let threads = config
             .threads
-            .clamp(1, MAX_WORKERS.min(banyan_tree::MAX_WORKERS as usize) as u32);
+            .clamp(1, MAX_WORKERS as u32);
         let arena = Arena::create(config.hash_mb << 20, threads).map_err(std::io::Error::other)?;
         let control = Control::create()?;
         let cache = match config.nncache_mb {
@@ -155,9 +155,9 @@ impl Pool {
         for id in 0..self.workers.len() {
             if !self.workers[id].is_alive() {
                 let removed = self.arena.recover_worker(id as u32);
-                self.arena.repair();
+                let mended = self.arena.repair();
                 tracing::warn!(
-                    "worker {id} had died; removed {removed} in-flight descents, restarting it"
+                    "worker {id} had died; removed {removed} in-flight descents, mended {mended} nodes; restarting it"
                 );
                 self.workers[id] = self.start_worker(mode, exe, id as u32)?;
             }
@@ -540,14 +540,25 @@ impl Monitor {
         )
     }
 
+    /// Whether every worker is done with this search. A worker found dead has its in-flight
+    /// descents, expansion claims and playout claims removed at once, so the others go on.
     fn workers_idle(&mut self) -> bool {
         let block = self.pool.control.block();
-        let search = self.search;
-        self.pool
-            .workers
-            .iter_mut()
-            .enumerate()
-            .all(|(id, w)| block.is_done(id, search) || !w.is_alive())
+        let mut idle = true;
+        for (id, w) in self.pool.workers.iter_mut().enumerate() {
+            if block.is_done(id, self.search) {
+                continue;
+            }
+            if w.is_alive() {
+                idle = false;
+            } else if !w.recovered {
+                let removed = self.pool.arena.recover_worker(id as u32);
+                block.forget_worker(id);
+                w.recovered = true;
+                tracing::warn!("worker {id} died during the search; removed {removed} in-flight descents");
+            }
+        }
+        idle
     }
 
     fn eval_failed(&self) -> bool {

@@ -58,6 +58,8 @@ pub struct WorkerChild {
     /// Write end of its command pipe; closing it tells the worker to quit.
     pub orders: File,
     exited: bool,
+    /// Its leftovers in the tree were removed after it died.
+    pub recovered: bool,
 }
 
 impl WorkerChild {
@@ -77,6 +79,7 @@ impl WorkerChild {
             pid,
             orders: File::from(write),
             exited: false,
+            recovered: false,
         })
     }
 

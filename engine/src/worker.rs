@@ -89,6 +89,7 @@ impl WorkerProcess {
             tree,
             root_len: history.len(),
             history,
+            id: self.id as usize,
             block: self.control.block(),
             in_flight: VecDeque::new(),
         };
@@ -137,6 +138,7 @@ struct Search<'a> {
     /// positions lead to the root.
     history: PositionHistory,
     root_len: usize,
+    id: usize,
     block: &'a crate::control::ControlBlock,
     in_flight: VecDeque<(Ticket, Vec<Pending>)>,
 }
@@ -194,25 +196,25 @@ impl Search<'_> {
         let mut batch = Vec::with_capacity(self.order.minibatch);
         let mut collisions = 0;
         while batch.len() < self.order.minibatch && collisions < self.order.minibatch {
-            if !self.block.claim() {
+            if !self.block.claim(self.id) {
                 return (batch, false);
             }
             let mut path = Path::new();
             match self.tree.descend(&mut path, &self.params) {
                 Err(e) => {
                     tracing::debug!("descent: {e}");
-                    self.block.unclaim();
+                    self.block.unclaim(self.id);
                     let more = !batch.is_empty() || !self.in_flight.is_empty();
                     return (batch, more);
                 }
                 Ok(Leaf::Collision) => {
-                    self.block.unclaim();
+                    self.block.unclaim(self.id);
                     collisions += 1;
                 }
                 Ok(Leaf::Exact { wl, d }) => {
                     let depth = path.nodes().len() as u32 - 1;
                     self.tree.backup(&mut path, wl, d);
-                    self.block.record(depth);
+                    self.block.record(self.id, depth);
                 }
                 Ok(Leaf::Expand(_)) => {
                     self.replay(&path);
@@ -220,7 +222,7 @@ impl Search<'_> {
                         LeafKind::End { wl, d, mate } => {
                             let depth = path.nodes().len() as u32 - 1;
                             self.tree.terminal(&mut path, wl, d, mate);
-                            self.block.record(depth);
+                            self.block.record(self.id, depth);
                         }
                         LeafKind::Open => batch.push(self.pending(path)),
                     }
@@ -319,10 +321,10 @@ impl Search<'_> {
             let [w, d, l] = eval.wdl;
             let depth = pending.path.nodes().len() as u32 - 1;
             match self.tree.expand(&mut pending.path, &edges, w - l, d) {
-                Ok(_) => self.block.record(depth),
+                Ok(_) => self.block.record(self.id, depth),
                 Err(e) => {
                     tracing::debug!("expansion: {e}");
-                    self.block.unclaim();
+                    self.block.unclaim(self.id);
                 }
             }
         }
@@ -332,7 +334,7 @@ impl Search<'_> {
     fn cancel(&mut self, batch: Vec<Pending>) {
         for mut pending in batch {
             self.tree.cancel(&mut pending.path);
-            self.block.unclaim();
+            self.block.unclaim(self.id);
         }
     }
 

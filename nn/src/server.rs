@@ -1,31 +1,34 @@
 //! The evaluator's serving loop: accepts worker connections on a Unix-domain socket, merges
 //! their requests into batches and answers each with W/D/L and the priors of its listed moves.
 //!
-//! One reader thread per connection reads whole requests into a shared queue. One compute
-//! thread owns the [`Backend`]: it waits until something is queued, takes everything pending up
-//! to the batch limit (so a batch is flushed when full or when nothing more is pending; there is
+//! One thread does everything between forward passes: it polls the listener and every
+//! connection, reads whatever complete requests have arrived, takes everything pending up to
+//! the batch limit (so a batch is flushed when full or when nothing more is pending; there is
 //! no fixed wait), runs one evaluation, applies the policy softmax and writes each connection
-//! its answers in request order. A malformed message closes that connection with a logged
-//! error; the server goes on.
+//! its answers in request order. Requests that arrive during a forward pass wait in the socket
+//! buffers, so no other evaluator thread competes with libtorch's for the cores. A malformed
+//! message closes that connection with a logged error; the server goes on.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
 
 use crate::backend::{Backend, EvalInput, RawEval};
 use crate::priors::softmax_priors;
-use crate::protocol::{self, Kind, ReadError, RequestBatch};
+use crate::protocol::{self, HEADER_LEN, Header, Kind, ProtocolError, RequestBatch};
 
-/// How long a write to a client that does not read may block the compute thread before that
-/// client is dropped.
+/// How long a write to a client that does not read may block the server before that client is
+/// dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes read from a connection per system call.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// Serving parameters.
 #[derive(Clone, Copy, Debug)]
@@ -36,161 +39,228 @@ pub struct ServerConfig {
     pub policy_temperature: f32,
 }
 
-/// Serves connections from `listener` with `backend` until accepting fails (never, normally).
+/// Serves connections from `listener` with `backend` until polling or accepting fails (never,
+/// normally), returning that error.
 pub fn serve(listener: UnixListener, backend: Box<dyn Backend>, config: ServerConfig) -> io::Error {
-    let queue = Arc::new(Queue::default());
-    let compute_queue = Arc::clone(&queue);
-    thread::Builder::new()
-        .name("eval-compute".into())
-        .spawn(move || compute_loop(&compute_queue, backend, config))
-        .expect("spawning the compute thread");
-    let next_id = AtomicU64::new(0);
+    if let Err(e) = listener.set_nonblocking(true) {
+        return e;
+    }
+    let mut server = Server {
+        max_batch: config.max_batch.min(backend.max_batch()).max(1),
+        temperature: config.policy_temperature,
+        backend,
+        connections: HashMap::new(),
+        next_id: 0,
+        jobs: VecDeque::new(),
+        chunk: vec![0; READ_CHUNK],
+    };
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return e,
-        };
-        // Relaxed: a plain counter for log lines.
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
-            tracing::error!(conn = id, "evaluator: configuring a connection: {e}");
-            continue;
+        // Block only when nothing is pending; otherwise just pick up what has arrived.
+        let wait = if server.jobs.is_empty() { PollTimeout::NONE } else { PollTimeout::ZERO };
+        if let Err(e) = server.gather(&listener, wait) {
+            return e;
         }
-        let conn = Arc::new(Connection { id, stream });
-        let queue = Arc::clone(&queue);
-        let spawned = thread::Builder::new()
-            .name(format!("eval-conn-{id}"))
-            .spawn(move || read_loop(&conn, &queue));
-        if let Err(e) = spawned {
-            tracing::error!(conn = id, "evaluator: no thread for a connection: {e}");
-        }
+        server.evaluate_batch();
     }
 }
 
-/// One client connection: read by its reader thread, written by the compute thread.
+/// One client connection and the bytes of its next, incomplete request.
 struct Connection {
-    id: u64,
     stream: UnixStream,
+    pending: Vec<u8>,
 }
 
-impl Connection {
-    fn close(&self) {
-        // Ignored: the peer may already be gone, which is what closing wants anyway.
-        let _ = self.stream.shutdown(Shutdown::Both);
-    }
-}
-
-/// One request waiting for the compute thread.
+/// One request waiting for evaluation.
 struct Job {
-    conn: Arc<Connection>,
+    conn: u64,
     batch: RequestBatch,
 }
 
-/// The requests of all connections, in arrival order.
-#[derive(Default)]
-struct Queue {
-    jobs: Mutex<VecDeque<Job>>,
-    ready: Condvar,
+/// The serving state, owned by the one serving thread.
+struct Server {
+    backend: Box<dyn Backend>,
+    max_batch: usize,
+    temperature: f32,
+    connections: HashMap<u64, Connection>,
+    next_id: u64,
+    /// Complete requests of all connections, in arrival order.
+    jobs: VecDeque<Job>,
+    chunk: Vec<u8>,
 }
 
-/// Reads requests from one connection into the queue until it closes or misbehaves.
-fn read_loop(conn: &Arc<Connection>, queue: &Queue) {
-    let mut body = Vec::new();
-    loop {
-        let mut stream = &conn.stream;
-        let header = match protocol::read_message(&mut stream, Kind::Request, &mut body) {
-            Ok(Some(header)) => header,
-            Ok(None) => break,
-            Err(ReadError::Io(e)) => {
-                tracing::debug!(conn = conn.id, "evaluator: connection ended: {e}");
-                break;
+impl Server {
+    /// Waits up to `wait` for activity, then accepts new connections and queues every complete
+    /// request that has arrived.
+    fn gather(&mut self, listener: &UnixListener, wait: PollTimeout) -> io::Result<()> {
+        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        let ready: Vec<bool> = {
+            let mut fds = Vec::with_capacity(ids.len() + 1);
+            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            for id in &ids {
+                fds.push(PollFd::new(self.connections[id].stream.as_fd(), PollFlags::POLLIN));
             }
-            Err(ReadError::Protocol(e)) => {
-                tracing::error!(conn = conn.id, "evaluator: closing connection: {e}");
-                break;
+            match poll(&mut fds, wait) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+            fds.iter().map(|fd| fd.any().unwrap_or(false)).collect()
+        };
+        if ready[0] {
+            self.accept_all(listener)?;
+        }
+        for (id, _) in ids.iter().zip(&ready[1..]).filter(|(_, ready)| **ready) {
+            self.read_requests(*id);
+        }
+        Ok(())
+    }
+
+    /// Accepts every waiting connection.
+    fn accept_all(&mut self, listener: &UnixListener) -> io::Result<()> {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    // Blocking writes (bounded by the timeout); reads never block (MSG_DONTWAIT).
+                    let configured = stream
+                        .set_nonblocking(false)
+                        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
+                    match configured {
+                        Ok(()) => {
+                            let pending = Vec::new();
+                            self.connections.insert(id, Connection { stream, pending });
+                        }
+                        Err(e) => tracing::error!(conn = id, "evaluator: new connection: {e}"),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The client gave up before we accepted: not the listener's fault.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads what connection `id` has sent and queues its complete requests; closes it on end
+    /// of stream, an error or a malformed message.
+    fn read_requests(&mut self, id: u64) {
+        let conn = self.connections.get_mut(&id).expect("polled connections exist");
+        let fd = conn.stream.as_raw_fd();
+        let ended = loop {
+            match recv(fd, &mut self.chunk, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => break true,
+                Ok(n) => conn.pending.extend_from_slice(&self.chunk[..n]),
+                Err(Errno::EAGAIN) => break false,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::debug!(conn = id, "evaluator: connection ended: {e}");
+                    break true;
+                }
             }
         };
-        let mut batch = RequestBatch::default();
-        if let Err(e) = batch.decode(header.count, &body) {
-            tracing::error!(conn = conn.id, "evaluator: closing connection: {e}");
-            break;
+        match take_requests(&mut conn.pending) {
+            Ok(batches) => {
+                self.jobs.extend(batches.into_iter().map(|batch| Job { conn: id, batch }));
+                if ended {
+                    self.close(id);
+                }
+            }
+            Err(e) => {
+                tracing::error!(conn = id, "evaluator: closing connection: {e}");
+                self.close(id);
+            }
         }
-        queue.jobs.lock().push_back(Job {
-            conn: Arc::clone(conn),
-            batch,
-        });
-        queue.ready.notify_one();
     }
-    conn.close();
-}
 
-/// Takes batches off the queue, evaluates them and writes the answers, forever.
-fn compute_loop(queue: &Queue, mut backend: Box<dyn Backend>, config: ServerConfig) {
-    let max_batch = config.max_batch.min(backend.max_batch()).max(1);
-    let mut jobs = Vec::new();
-    let mut raw: Vec<RawEval> = Vec::new();
-    let mut chunk_raw = Vec::new();
-    let mut priors = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        take_batch(queue, max_batch, &mut jobs);
+    /// Forgets connection `id` and shuts its socket (the peer sees end of stream).
+    fn close(&mut self, id: u64) {
+        if let Some(conn) = self.connections.remove(&id) {
+            // Ignored: the peer may already be gone, which is what closing wants anyway.
+            let _ = conn.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Evaluates the queued requests, up to the batch limit (always at least one request), and
+    /// writes their answers. A request larger than the limit is evaluated in several passes.
+    fn evaluate_batch(&mut self) {
+        let mut taken = 0;
+        let mut count = 0;
+        for job in &self.jobs {
+            if count > 0 && count + job.batch.len() > self.max_batch {
+                break;
+            }
+            count += job.batch.len();
+            taken += 1;
+        }
+        if taken == 0 {
+            return;
+        }
+        let jobs: Vec<Job> = self.jobs.drain(..taken).collect();
         let inputs: Vec<EvalInput<'_>> = jobs
             .iter()
             .flat_map(|job| (0..job.batch.len()).map(|i| job.batch.get(i)))
             .collect();
-        // A single request larger than the limit is evaluated in several passes.
-        raw.clear();
-        for chunk in inputs.chunks(max_batch) {
-            backend.evaluate(chunk, &mut chunk_raw);
+        let mut raw: Vec<RawEval> = Vec::with_capacity(inputs.len());
+        let mut chunk_raw = Vec::new();
+        for chunk in inputs.chunks(self.max_batch) {
+            self.backend.evaluate(chunk, &mut chunk_raw);
             raw.append(&mut chunk_raw);
         }
         let mut answers = raw.iter();
-        for job in jobs.drain(..) {
+        let mut priors = Vec::new();
+        let mut buf = Vec::new();
+        for job in &jobs {
             protocol::begin_response(&mut buf);
             for answer in answers.by_ref().take(job.batch.len()) {
-                softmax_priors(&answer.logits, config.policy_temperature, &mut priors);
+                softmax_priors(&answer.logits, self.temperature, &mut priors);
                 protocol::push_answer(&mut buf, answer.wdl, &priors);
             }
             protocol::finish_response(&mut buf, job.batch.len());
-            if let Err(e) = (&job.conn.stream).write_all(&buf) {
+            let Some(conn) = self.connections.get(&job.conn) else {
+                continue; // Closed meanwhile: nobody to answer.
+            };
+            if let Err(e) = (&conn.stream).write_all(&buf) {
                 // A client that hung up with requests in flight is normal at shutdown.
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                ) {
-                    tracing::debug!(conn = job.conn.id, "evaluator: client gone: {e}");
+                if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                    tracing::debug!(conn = job.conn, "evaluator: client gone: {e}");
                 } else {
-                    tracing::warn!(conn = job.conn.id, "evaluator: dropping connection: {e}");
+                    tracing::warn!(conn = job.conn, "evaluator: dropping connection: {e}");
                 }
-                job.conn.close();
+                self.close(job.conn);
             }
         }
     }
 }
 
-/// Waits until a request is queued, then moves every queued request into `jobs` while the
-/// total stays within `max_batch` positions (always at least one request).
-fn take_batch(queue: &Queue, max_batch: usize, jobs: &mut Vec<Job>) {
-    let mut pending = queue.jobs.lock();
-    while pending.is_empty() {
-        queue.ready.wait(&mut pending);
-    }
-    let mut total = 0;
-    while let Some(job) = pending.front() {
-        let n = job.batch.len();
-        if total > 0 && total + n > max_batch {
-            break;
+/// Removes every complete request from the front of `pending` and decodes it.
+fn take_requests(pending: &mut Vec<u8>) -> Result<Vec<RequestBatch>, ProtocolError> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while let Some(header) = pending.get(start..start + HEADER_LEN) {
+        let header = Header::decode(header.try_into().expect("HEADER_LEN bytes"))?;
+        if header.kind != Kind::Request {
+            return Err(ProtocolError::UnexpectedKind(header.kind));
         }
-        total += n;
-        jobs.extend(pending.pop_front());
+        let body_start = start + HEADER_LEN;
+        let Some(body) = pending.get(body_start..body_start + header.len as usize) else {
+            break;
+        };
+        let mut batch = RequestBatch::default();
+        batch.decode(header.count, body)?;
+        batches.push(batch);
+        start = body_start + header.len as usize;
     }
+    pending.drain(..start);
+    Ok(batches)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cache::{CacheStats, EvalCache};
+    use std::sync::Arc;
+    use std::thread;
     use crate::client::{ClientError, EvalClient};
     use crate::encode::InputPlanes;
     use crate::heuristic::{Heuristic, tests::planes};
@@ -307,5 +377,28 @@ mod tests {
                 assert!((p - q).abs() <= q * 2.5e-4 + 1e-9);
             }
         }
+    }
+
+    #[test]
+    fn requests_split_across_reads_are_reassembled() {
+        let positions = positions();
+        let inputs: Vec<EvalInput<'_>> =
+            positions.iter().map(|(planes, moves)| EvalInput { planes, moves }).collect();
+        let mut one = Vec::new();
+        protocol::encode_request(&inputs, &mut one);
+        let stream = [one.clone(), one.clone()].concat();
+        // Fed in awkward pieces, two whole requests come out, nothing is left over.
+        let mut pending = Vec::new();
+        let mut got = Vec::new();
+        for piece in stream.chunks(7) {
+            pending.extend_from_slice(piece);
+            got.extend(take_requests(&mut pending).unwrap());
+        }
+        assert!(pending.is_empty());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].get(2).moves, inputs[2].moves);
+        pending.extend_from_slice(b"BNYN\x07\0");
+        pending.extend_from_slice(&[0; 10]);
+        assert_eq!(take_requests(&mut pending).unwrap_err(), ProtocolError::BadVersion(7));
     }
 }
