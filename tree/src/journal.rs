@@ -20,8 +20,9 @@ use crate::arena::{Arena, WorkerSlot};
 use crate::backup::{land, lift, wl_at};
 use crate::node::{UNEXPANDED, expanding_by};
 
-/// Words per worker journal.
-pub(crate) const JOURNAL_WORDS: usize = 8192;
+/// Words per worker journal (256 KiB): room for thousands of outstanding descents, so a
+/// worker that keeps two minibatches in flight rarely has to drain it to empty.
+pub(crate) const JOURNAL_WORDS: usize = 65536;
 /// The deepest path a record can hold.
 pub(crate) const MAX_DEPTH: u32 = 4095;
 const HEAD_WORDS: u32 = 3;
