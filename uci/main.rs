@@ -62,6 +62,13 @@ enum Sub {
 }
 
 fn main() -> ExitCode {
+    // libgomp (libtorch's thread pool, in the evaluator) spins while waiting for work by
+    // default, stealing the cores the workers need; passive waiting is read from the
+    // environment when the library loads, so it is set here, before any child starts.
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        // SAFETY: the process is still single-threaded.
+        unsafe { std::env::set_var("OMP_WAIT_POLICY", "PASSIVE") };
+    }
     let raw: Vec<String> = std::env::args().skip(1).collect();
     // Child roles first: they parse their own arguments and set up their own logging.
     match raw.first().map(String::as_str) {

@@ -169,6 +169,7 @@ impl Pool {
 /// A search running on its own thread.
 struct Running {
     thread: JoinHandle<Pool>,
+    /// Set by `stop`, and by the search itself just before it answers.
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
 }
@@ -204,12 +205,13 @@ impl Engine {
         &self.config
     }
 
-    /// Applies a new configuration between searches. A new network is loaded at once; if it
-    /// fails, the error is returned and the previous evaluator (and its settings) stay.
+    /// Applies a new configuration between searches. A new network is loaded at once (so a bad
+    /// file is reported now); if it fails, the error is returned and the previous evaluator
+    /// settings stay.
     pub fn configure(&mut self, mut config: EngineConfig) -> Result<(), String> {
         self.wait();
         let mut result = Ok(());
-        if !config.same_evaluator(&self.config) && self.evaluator.is_some() {
+        if !config.same_evaluator(&self.config) {
             match evaluator::spawn(&self.exe, &config.evaluator_config()) {
                 Ok(process) => {
                     self.evaluator = Some(process);
@@ -395,11 +397,11 @@ impl Engine {
         }
     }
 
-    /// Whether a search is running.
+    /// Whether a search is running and has not been told to stop (nor answered).
     pub fn is_searching(&self) -> bool {
         self.running
             .as_ref()
-            .is_some_and(|r| !r.thread.is_finished())
+            .is_some_and(|r| !r.thread.is_finished() && !r.stop.load(Ordering::Relaxed))
     }
 
     /// Waits for the running search (if any) to end by itself or by `stop`.
@@ -498,6 +500,8 @@ impl Monitor {
             )));
         }
         let (best, ponder) = report::best_move(&self.pool.arena, &self.board);
+        // From here on the engine counts as idle: the GUI may change options at once.
+        self.stop.store(true, Ordering::Relaxed);
         events(Event::BestMove { best, ponder });
         self.pool
     }

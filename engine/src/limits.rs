@@ -147,10 +147,11 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
         }
     }
     if limits.clock.is_some() && p.playouts >= 100 && p.elapsed.as_secs_f64() > 0.0 {
-        // Smart pruning: the visits still to come before the target at the current rate
-        // cannot make the runner-up the most visited move.
+        // Smart pruning: the visits still to come at the current rate (until the target, or
+        // past it, until the hard limit) cannot make the runner-up the most visited move.
         let rate = p.playouts as f64 / p.elapsed.as_secs_f64();
-        let left = plan.target.saturating_sub(p.elapsed).as_secs_f64() * rate;
+        let until = if p.elapsed < plan.target { plan.target } else { plan.hard };
+        let left = until.saturating_sub(p.elapsed).as_secs_f64() * rate;
         if (p.second_visits as f64 + left) < p.best_visits as f64 {
             return Some(StopReason::Pruned);
         }

@@ -192,10 +192,16 @@ impl Search<'_> {
 
     /// Descends until a minibatch of leaves needs the evaluator. Returns the batch and whether
     /// the search can go on (budget left, tree not full).
+    ///
+    /// A young tree gets small minibatches: leaves gathered under virtual loss are chosen
+    /// with stale statistics, which matters most while there are few visits, so the batch
+    /// grows with the search (one leaf at the start, `MinibatchSize` from 16 × that on).
     fn gather(&mut self) -> (Vec<Pending>, bool) {
-        let mut batch = Vec::with_capacity(self.order.minibatch);
+        let done = self.block.done.load(std::sync::atomic::Ordering::Relaxed);
+        let size = self.order.minibatch.min(1 + (done / 16) as usize);
+        let mut batch = Vec::with_capacity(size);
         let mut collisions = 0;
-        while batch.len() < self.order.minibatch && collisions < self.order.minibatch {
+        while batch.len() < size && collisions < size {
             if !self.block.claim(self.id) {
                 return (batch, false);
             }
@@ -241,7 +247,8 @@ impl Search<'_> {
     }
 
     /// Scores game ends: mate, stalemate, and (below the root) the 50-move rule, dead
-    /// positions and repetitions, which Lc0 also scores as draws inside the tree.
+    /// positions and repetitions, which Lc0 also scores as draws inside the tree, and a mate
+    /// in one for the side to move.
     fn classify(&self, at_root: bool) -> LeafKind {
         let board = self.history.current();
         let mut any = false;
@@ -273,6 +280,15 @@ impl Search<'_> {
                 wl: 0.0,
                 d: 1.0,
                 mate: None,
+            };
+        }
+        // A mate in one is an exact win for the side to move. Knowing it at once keeps the
+        // solver's mate distances shortest (a longer mate proven first would otherwise stand).
+        if !at_root && has_mate_in_one(board) {
+            return LeafKind::End {
+                wl: 1.0,
+                d: 0.0,
+                mate: Some(1),
             };
         }
         LeafKind::Open
@@ -346,6 +362,23 @@ impl Search<'_> {
     }
 }
 
+/// Whether the side to move can mate at once.
+fn has_mate_in_one(board: &Board) -> bool {
+    let mut mate = false;
+    board.generate_moves(|moves| {
+        for mv in moves {
+            let mut after = board.clone();
+            after.play_unchecked(mv);
+            if !after.checkers().is_empty() && !after.generate_moves(|_| true) {
+                mate = true;
+                return true;
+            }
+        }
+        false
+    });
+    mate
+}
+
 /// Neither side can mate: bare kings, or one minor piece, or bishops all on one colour.
 fn insufficient_material(board: &Board) -> bool {
     use cozy_chess::{BitBoard, Piece};
@@ -369,13 +402,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mate_in_one_cases() {
+        let cases = [
+            ("6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - 0 1", true),
+            ("6k1/5ppp/8/8/8/8/5PPP/3R2K1 b - - 0 1", false),
+            ("rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq - 0 2", true),
+            ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1", false),
+        ];
+        for (fen, want) in cases {
+            assert_eq!(has_mate_in_one(&Board::from_fen(fen, false).unwrap()), want, "{fen}");
+        }
+    }
+
+    #[test]
     fn insufficient_material_cases() {
         let cases = [
             ("8/8/8/4k3/8/8/8/4K3 w - - 0 1", true),
             ("8/8/8/4k3/8/8/8/4KN2 w - - 0 1", true),
             ("8/8/8/4k3/8/8/8/4KB2 w - - 0 1", true),
-            ("8/8/8/2b1k3/8/8/8/4KB2 w - - 0 1", true),
-            ("8/8/8/3bk3/8/8/8/4KB2 w - - 0 1", false),
+            ("8/8/8/2b1k3/8/8/8/4KB2 w - - 0 1", false),
+            ("8/8/8/3bk3/8/8/8/4KB2 w - - 0 1", true),
             ("8/8/8/4k3/8/8/8/3NKN2 w - - 0 1", false),
             ("8/8/8/4k3/8/8/4P3/4K3 w - - 0 1", false),
         ];
