@@ -91,6 +91,7 @@ impl WorkerProcess {
             history,
             id: self.id as usize,
             block: self.control.block(),
+            cache: self.cache.as_deref(),
             in_flight: VecDeque::new(),
         };
         let result = search.run(client);
@@ -115,6 +116,18 @@ struct Pending {
     /// Legal moves as tree codes, and the same moves as policy indices.
     codes: Vec<u16>,
     policy: Vec<u16>,
+    /// Back the value up without children: the leaf's first visit (see `open_leaf`).
+    defer: bool,
+}
+
+/// What became of a leaf claimed for expansion.
+enum Opened {
+    /// Expanded from the cache; the descent goes on along this path.
+    Resumed(Path),
+    /// Backed up (a game end) or given up.
+    Done,
+    /// Needs the evaluator.
+    Evaluate(Pending),
 }
 
 /// How a leaf position stands.
@@ -140,6 +153,8 @@ struct Search<'a> {
     root_len: usize,
     id: usize,
     block: &'a crate::control::ControlBlock,
+    /// The shared evaluation cache, which also holds the priors of deferred expansions.
+    cache: Option<&'a EvalCache>,
     in_flight: VecDeque<(Ticket, Vec<Pending>)>,
 }
 
@@ -195,10 +210,10 @@ impl Search<'_> {
     ///
     /// A young tree gets small minibatches: leaves gathered under virtual loss are chosen
     /// with stale statistics, which matters most while there are few visits, so the batch
-    /// grows with the search (one leaf at the start, `MinibatchSize` from 16 × that on).
+    /// grows with the search (one leaf at the start, `MinibatchSize` from 4 × that on).
     fn gather(&mut self) -> (Vec<Pending>, bool) {
         let done = self.block.done.load(std::sync::atomic::Ordering::Relaxed);
-        let size = self.order.minibatch.min(1 + (done / 16) as usize);
+        let size = self.order.minibatch.min(1 + (done / 4) as usize);
         let mut batch = Vec::with_capacity(size);
         let mut collisions = 0;
         while batch.len() < size && collisions < size {
@@ -206,36 +221,82 @@ impl Search<'_> {
                 return (batch, false);
             }
             let mut path = Path::new();
-            match self.tree.descend(&mut path, &self.params) {
-                Err(e) => {
-                    tracing::debug!("descent: {e}");
-                    self.block.unclaim(self.id);
-                    let more = !batch.is_empty() || !self.in_flight.is_empty();
-                    return (batch, more);
-                }
-                Ok(Leaf::Collision) => {
-                    self.block.unclaim(self.id);
-                    collisions += 1;
-                }
-                Ok(Leaf::Exact { wl, d }) => {
-                    let depth = path.nodes().len() as u32 - 1;
-                    self.tree.backup(&mut path, wl, d);
-                    self.block.record(self.id, depth);
-                }
-                Ok(Leaf::Expand(_)) => {
-                    self.replay(&path);
-                    match self.classify(path.nodes().len() == 1) {
-                        LeafKind::End { wl, d, mate } => {
-                            let depth = path.nodes().len() as u32 - 1;
-                            self.tree.terminal(&mut path, wl, d, mate);
-                            self.block.record(self.id, depth);
-                        }
-                        LeafKind::Open => batch.push(self.pending(path)),
+            let mut step = self.tree.descend(&mut path, &self.params);
+            // A deferred expansion answered from the cache walks on into the children.
+            loop {
+                step = match step {
+                    Err(e) => {
+                        tracing::debug!("descent: {e}");
+                        self.block.unclaim(self.id);
+                        let more = !batch.is_empty() || !self.in_flight.is_empty();
+                        return (batch, more);
                     }
-                }
+                    Ok(Leaf::Collision) => {
+                        self.block.unclaim(self.id);
+                        collisions += 1;
+                        break;
+                    }
+                    Ok(Leaf::Exact { wl, d }) => {
+                        let depth = path.nodes().len() as u32 - 1;
+                        self.tree.backup(&mut path, wl, d);
+                        self.block.record(self.id, depth);
+                        break;
+                    }
+                    Ok(Leaf::Expand(node)) => match self.open_leaf(path, node) {
+                        Opened::Resumed(p) => {
+                            path = p;
+                            self.tree.resume(&mut path, &self.params)
+                        }
+                        Opened::Done => break,
+                        Opened::Evaluate(pending) => {
+                            batch.push(pending);
+                            break;
+                        }
+                    },
+                };
             }
         }
         (batch, true)
+    }
+
+    /// Deals with a leaf claimed for expansion: a game end is backed up at once; a leaf seen
+    /// before (deferred) is expanded from the evaluation cache when it is there; anything
+    /// else goes to the evaluator.
+    fn open_leaf(&mut self, mut path: Path, node: u32) -> Opened {
+        self.replay(&path);
+        let at_root = path.nodes().len() == 1;
+        if let LeafKind::End { wl, d, mate } = self.classify(at_root) {
+            let depth = path.nodes().len() as u32 - 1;
+            self.tree.terminal(&mut path, wl, d, mate);
+            self.block.record(self.id, depth);
+            return Opened::Done;
+        }
+        let mut pending = self.pending(path);
+        let Some(cache) = self.cache else {
+            return Opened::Evaluate(pending); // no cache: expand at the first visit
+        };
+        if at_root {
+            return Opened::Evaluate(pending);
+        }
+        if self.arena.node_stats(node).visits == 0 {
+            pending.defer = true;
+            return Opened::Evaluate(pending);
+        }
+        let key = banyan_nn::cache::cache_key(&pending.planes, &pending.policy);
+        let Some(eval) = cache.lookup(key, pending.policy.len()) else {
+            return Opened::Evaluate(pending);
+        };
+        let edges: Vec<(u16, f32)> = pending.codes.iter().copied().zip(eval.priors.iter().copied()).collect();
+        match self.tree.finish_expand(node, &edges) {
+            Ok(()) => Opened::Resumed(pending.path),
+            Err(e) => {
+                // The claim went back with the error; give up this playout.
+                tracing::debug!("deferred expansion: {e}");
+                self.tree.cancel(&mut pending.path);
+                self.block.unclaim(self.id);
+                Opened::Done
+            }
+        }
     }
 
     /// Puts the history at the leaf of `path`.
@@ -319,6 +380,7 @@ impl Search<'_> {
             planes: self.history.planes(),
             codes,
             policy,
+            defer: false,
         }
     }
 
@@ -336,6 +398,11 @@ impl Search<'_> {
             );
             let [w, d, l] = eval.wdl;
             let depth = pending.path.nodes().len() as u32 - 1;
+            if pending.defer {
+                self.tree.visit_unexpanded(&mut pending.path, w - l, d);
+                self.block.record(self.id, depth);
+                continue;
+            }
             match self.tree.expand(&mut pending.path, &edges, w - l, d) {
                 Ok(_) => self.block.record(self.id, depth),
                 Err(e) => {

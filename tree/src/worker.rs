@@ -126,6 +126,14 @@ impl Worker<'_> {
         if !self.begin(path)? {
             return Ok(Leaf::Collision);
         }
+        self.resume(path, params)
+    }
+
+    /// Goes on descending from the path's leaf: after [`Worker::finish_expand`] of a leaf
+    /// that was claimed by [`Worker::descend`], this walks on into its children (deferred
+    /// expansion: see [`Worker::visit_unexpanded`]). Same results as `descend`.
+    pub fn resume(&mut self, path: &mut Path, params: &PuctParams) -> Result<Leaf, TreeError> {
+        path.claimed = false;
         loop {
             let index = path.leaf();
             let node = self.arena.node(index);
@@ -291,6 +299,25 @@ impl Worker<'_> {
         path.claimed = false;
         self.land_path(path, wl, d);
         Ok(expanded)
+    }
+
+    /// Backs up the claimed leaf's evaluation (`wl`, `d` from its side to move) WITHOUT
+    /// giving it children, and hands it back unexpanded. A leaf visited once needs no child
+    /// array; the engine expands it on its second visit (from the evaluation cache) and
+    /// [`Worker::resume`]s the descent, so most leaves never spend arena bytes on children.
+    /// The visits invariant holds: such a node has one visit and no children.
+    pub fn visit_unexpanded(&mut self, path: &mut Path, wl: f32, d: f32) {
+        let (wl, d) = (fixed(wl.clamp(-1.0, 1.0)), fixed(d.clamp(0.0, 1.0)));
+        // The value goes into the journal first, so recovery can finish this backup.
+        self.journal
+            .begin_backup(path.record, path.nodes.len() as u32, wl, d);
+        // Release: hands the node back to the next claimer, children still absent.
+        self.arena
+            .node(path.leaf())
+            .state
+            .store(UNEXPANDED, Ordering::Release);
+        path.claimed = false;
+        self.land_path(path, wl, d);
     }
 
     /// Marks the claimed leaf of `path` terminal (see [`Arena::set_terminal`]) and backs up its
