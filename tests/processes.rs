@@ -9,10 +9,15 @@ use common::{Engine, bestmove_of, is_legal};
 /// Child processes of `pid` (all threads), with their command lines.
 fn children(pid: u32) -> Vec<(u32, String)> {
     let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
     for task in tasks.flatten() {
         let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        for child in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+        for child in list
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
             let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
             out.push((child, String::from_utf8_lossy(&cmdline).replace('\0', " ")));
         }
@@ -23,7 +28,12 @@ fn children(pid: u32) -> Vec<(u32, String)> {
 /// Whether `pid` is a live (not zombie) process.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|s| s.split_whitespace().next()) != Some("Z"),
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -51,23 +61,42 @@ fn started(mode: &str) -> (Engine, Vec<(u32, String)>) {
 }
 
 fn pid_of(kids: &[(u32, String)], role: &str) -> u32 {
-    kids.iter().find(|(_, cmd)| cmd.contains(role) == (role == "__evaluator")).map(|k| k.0).expect(role)
+    kids.iter()
+        .find(|(_, cmd)| cmd.contains(role) == (role == "__evaluator"))
+        .map(|k| k.0)
+        .expect(role)
 }
 
 #[test]
 fn children_end_with_quit_stdin_eof_and_sigkill() {
-    for (mode, ending) in [("fork", "quit"), ("spawn", "quit"), ("fork", "eof"), ("spawn", "kill"), ("fork", "kill")] {
+    for (mode, ending) in [
+        ("fork", "quit"),
+        ("spawn", "quit"),
+        ("fork", "eof"),
+        ("spawn", "kill"),
+        ("fork", "kill"),
+    ] {
         let (mut engine, kids) = started(mode);
         match ending {
             "quit" => engine.send("quit"),
             "eof" => engine.close_stdin(),
             _ => {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(engine.pid() as i32), nix::sys::signal::SIGKILL).unwrap();
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(engine.pid() as i32),
+                    nix::sys::signal::SIGKILL,
+                )
+                .unwrap();
             }
         }
-        assert!(engine.wait(Duration::from_secs(1)).is_some(), "{mode}/{ending}: engine still running");
+        assert!(
+            engine.wait(Duration::from_secs(1)).is_some(),
+            "{mode}/{ending}: engine still running"
+        );
         let pids: Vec<u32> = kids.iter().map(|k| k.0).collect();
-        assert!(all_gone(&pids, Duration::from_secs(1)), "{mode}/{ending}: children left: {kids:?}");
+        assert!(
+            all_gone(&pids, Duration::from_secs(1)),
+            "{mode}/{ending}: children left: {kids:?}"
+        );
     }
 }
 
@@ -78,12 +107,19 @@ fn a_killed_evaluator_still_gives_a_bestmove_and_is_restarted() {
     engine.send("position startpos");
     engine.send("go infinite");
     std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(evaluator as i32), nix::sys::signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(evaluator as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
     let lines = engine.read_until_within("bestmove", Duration::from_secs(1));
     assert!(is_legal(None, &[], &bestmove_of(&lines).0), "{lines:?}");
     engine.send("go nodes 300");
     let lines = engine.read_until("bestmove");
-    assert!(!lines.iter().any(|l| l.starts_with("info string error")), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("info string error")),
+        "{lines:?}"
+    );
     assert!(is_legal(None, &[], &bestmove_of(&lines).0));
     engine.quit();
 }
@@ -92,21 +128,43 @@ fn a_killed_evaluator_still_gives_a_bestmove_and_is_restarted() {
 fn a_killed_worker_is_replaced_and_its_virtual_loss_removed() {
     for mode in ["fork", "spawn"] {
         let (mut engine, kids) = started(mode);
-        let worker = kids.iter().find(|(_, cmd)| !cmd.contains("__evaluator")).unwrap().0;
+        let worker = kids
+            .iter()
+            .find(|(_, cmd)| !cmd.contains("__evaluator"))
+            .unwrap()
+            .0;
         engine.send("position startpos moves e2e4");
         engine.send("go infinite");
         std::thread::sleep(Duration::from_millis(300));
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(worker as i32), nix::sys::signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(!engine.drain().iter().any(|l| l.starts_with("bestmove")), "{mode}: the search ended early");
+        assert!(
+            !engine.drain().iter().any(|l| l.starts_with("bestmove")),
+            "{mode}: the search ended early"
+        );
         engine.send("stop");
         let lines = engine.read_until_within("bestmove", Duration::from_secs(1));
-        assert!(is_legal(None, &["e2e4"], &bestmove_of(&lines).0), "{mode}: {lines:?}");
+        assert!(
+            is_legal(None, &["e2e4"], &bestmove_of(&lines).0),
+            "{mode}: {lines:?}"
+        );
         // The next search runs on a healed pool and reaches its exact node count.
         engine.send("go nodes 500");
         let lines = engine.read_until("bestmove");
-        let last = lines.iter().rev().find(|l| l.starts_with("info depth")).unwrap();
-        assert_eq!(common::info_field(last, "nodes").as_deref(), Some("500"), "{mode}: {last}");
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("info depth"))
+            .unwrap();
+        assert_eq!(
+            common::info_field(last, "nodes").as_deref(),
+            Some("500"),
+            "{mode}: {last}"
+        );
         let kids = children(engine.pid());
         assert_eq!(kids.len(), 3, "{mode}: pool not healed: {kids:?}");
         engine.quit();

@@ -15,10 +15,18 @@ fn go_nodes_from_a_terminal_prints_info_and_a_legal_move() {
     engine.send("position startpos moves e2e4");
     engine.send("go nodes 1000");
     let lines = engine.read_until("bestmove");
-    let infos: Vec<&String> = lines.iter().filter(|l| l.starts_with("info depth")).collect();
+    let infos: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("info depth"))
+        .collect();
     let last = infos.last().expect("an info line before bestmove");
-    for field in ["depth", "seldepth", "time", "nodes", "nps", "hashfull", "score", "pv"] {
-        assert!(info_field(last, field).is_some(), "{field} missing in {last}");
+    for field in [
+        "depth", "seldepth", "time", "nodes", "nps", "hashfull", "score", "pv",
+    ] {
+        assert!(
+            info_field(last, field).is_some(),
+            "{field} missing in {last}"
+        );
     }
     assert_eq!(info_field(last, "nodes").unwrap(), "1000", "{last}");
     let (best, _) = bestmove_of(&lines);
@@ -34,8 +42,16 @@ fn every_limit_ends_with_one_legal_bestmove() {
         ("position startpos", &[], "go depth 3"),
         ("position startpos", &[], "go depth 300 nodes 300"),
         ("position startpos", &[], "go wtime 500 btime 500"),
-        ("position startpos moves e2e4", &["e2e4"], "go wtime 2000 btime 2000 winc 100 binc 100 movestogo 300"),
-        ("position startpos moves e2e4", &["e2e4"], "go wtime -100 btime 5 movetime 50"),
+        (
+            "position startpos moves e2e4",
+            &["e2e4"],
+            "go wtime 2000 btime 2000 winc 100 binc 100 movestogo 300",
+        ),
+        (
+            "position startpos moves e2e4",
+            &["e2e4"],
+            "go wtime -100 btime 5 movetime 50",
+        ),
         ("position startpos", &[], "go nodes 200 frobnicate"),
         ("position startpos", &[], "go mate 1 movetime 300"),
     ];
@@ -46,11 +62,17 @@ fn every_limit_ends_with_one_legal_bestmove() {
         let lines = engine.read_until("bestmove");
         let (best, _) = bestmove_of(&lines);
         assert!(is_legal(None, moves, &best), "{go}: {best}");
-        assert_eq!(lines.iter().filter(|l| l.starts_with("bestmove")).count(), 1);
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with("bestmove")).count(),
+            1
+        );
     }
     engine.send("isready");
     let rest = engine.read_until("readyok");
-    assert!(!rest.iter().any(|l| l.starts_with("bestmove")), "an extra bestmove: {rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.starts_with("bestmove")),
+        "an extra bestmove: {rest:?}"
+    );
     engine.quit();
 }
 
@@ -60,11 +82,18 @@ fn infinite_search_stops_promptly_on_stop() {
     engine.send("position startpos");
     engine.send("go infinite");
     std::thread::sleep(Duration::from_millis(1200));
-    assert!(!engine.drain().iter().any(|l| l.starts_with("bestmove")), "bestmove before stop");
+    assert!(
+        !engine.drain().iter().any(|l| l.starts_with("bestmove")),
+        "bestmove before stop"
+    );
     let sent = Instant::now();
     engine.send("stop");
     let lines = engine.read_until("bestmove");
-    assert!(sent.elapsed() < Duration::from_secs(1), "stop took {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "stop took {:?}",
+        sent.elapsed()
+    );
     assert!(is_legal(None, &[], &bestmove_of(&lines).0));
     engine.quit();
 }
@@ -76,7 +105,10 @@ fn ponder_waits_for_ponderhit_then_plays_on_the_clock() {
     engine.send("position startpos moves e2e4 e7e5");
     engine.send("go ponder wtime 1000 btime 1000");
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(!engine.drain().iter().any(|l| l.starts_with("bestmove")), "bestmove while pondering");
+    assert!(
+        !engine.drain().iter().any(|l| l.starts_with("bestmove")),
+        "bestmove while pondering"
+    );
     engine.send("ponderhit");
     let lines = engine.read_until_within("bestmove", Duration::from_secs(5));
     assert!(is_legal(None, &["e2e4", "e7e5"], &bestmove_of(&lines).0));
@@ -111,8 +143,18 @@ fn positions_without_moves_and_bad_positions() {
     engine.send("position fen rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0");
     engine.send("go nodes 100");
     let lines = engine.read_until("bestmove");
-    assert!(lines.iter().filter(|l| l.starts_with("info string error")).count() >= 3, "{lines:?}");
-    assert!(is_legal(None, &["e2e4"], &bestmove_of(&lines).0), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("info string error"))
+            .count()
+            >= 3,
+        "{lines:?}"
+    );
+    assert!(
+        is_legal(None, &["e2e4"], &bestmove_of(&lines).0),
+        "{lines:?}"
+    );
     engine.quit();
 }
 
@@ -124,7 +166,11 @@ fn mate_in_one_is_found_and_scored_as_mate() {
     engine.send("go nodes 2000");
     let lines = engine.read_until("bestmove");
     assert_eq!(bestmove_of(&lines).0, "d1d8", "{lines:?}");
-    let last_info = lines.iter().rev().find(|l| l.starts_with("info depth")).unwrap();
+    let last_info = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("info depth"))
+        .unwrap();
     assert!(last_info.contains("score mate 1"), "{last_info}");
     engine.quit();
 }
@@ -146,13 +192,24 @@ fn options_change_between_searches_in_both_process_modes() {
         engine.send("position startpos moves d2d4");
         engine.send("go nodes 400");
         let lines = engine.read_until("bestmove");
-        assert!(!lines.iter().any(|l| l.starts_with("info string error")), "{setting}: {lines:?}");
-        assert!(is_legal(None, &["d2d4"], &bestmove_of(&lines).0), "{setting}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("info string error")),
+            "{setting}: {lines:?}"
+        );
+        assert!(
+            is_legal(None, &["d2d4"], &bestmove_of(&lines).0),
+            "{setting}"
+        );
     }
     engine.send("go nodes 400");
     let lines = engine.read_until("bestmove");
     assert!(lines.iter().any(|l| l.contains(" multipv 3 ")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains(" wdl ")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("info string ") && l.contains(" N: ")), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("info string ") && l.contains(" N: ")),
+        "{lines:?}"
+    );
     engine.quit();
 }

@@ -51,10 +51,10 @@ impl Session {
             Command::IsReady => {
                 // During a search the engine is ready by definition; otherwise start what is
                 // not running, so the first `go` does not pay for it.
-                if !self.engine.is_searching() {
-                    if let Err(e) = self.engine.ready() {
-                        self.out.error(e);
-                    }
+                if !self.engine.is_searching()
+                    && let Err(e) = self.engine.ready()
+                {
+                    self.out.error(e);
                 }
                 self.out.line("readyok");
             }
@@ -95,19 +95,19 @@ impl Session {
                 .out
                 .error(format_args!("{name} cannot change during a search"));
         }
-        if let ("LogFile", Value::Text(path)) = (name, &value) {
-            if let Err(e) = self.log.set_file(path) {
-                return self
-                    .out
-                    .error(format_args!("LogFile: cannot open '{path}': {e}"));
-            }
+        if let ("LogFile", Value::Text(path)) = (name, &value)
+            && let Err(e) = self.log.set_file(path)
+        {
+            return self
+                .out
+                .error(format_args!("LogFile: cannot open '{path}': {e}"));
         }
-        if let ("WeightsFile", Value::Text(path)) = (name, &value) {
-            if weights_path(path).is_some_and(|p| !p.is_file()) {
-                return self.out.error(format_args!(
-                    "WeightsFile: no such file '{path}'; keeping the current evaluator"
-                ));
-            }
+        if let ("WeightsFile", Value::Text(path)) = (name, &value)
+            && weights_path(path).is_some_and(|p| !p.is_file())
+        {
+            return self.out.error(format_args!(
+                "WeightsFile: no such file '{path}'; keeping the current evaluator"
+            ));
         }
         let previous = self.options.clone();
         self.options.set(name, value);

@@ -119,9 +119,7 @@ struct Pool {
 
 impl Pool {
     fn start(config: &EngineConfig, exe: &Path) -> std::io::Result<Pool> {
-        let threads = config
-            .threads
-            .clamp(1, MAX_WORKERS as u32);
+        let threads = config.threads.clamp(1, MAX_WORKERS as u32);
         let arena = Arena::create(config.hash_mb << 20, threads).map_err(std::io::Error::other)?;
         let control = Control::create()?;
         let cache = match config.nncache_mb {
@@ -559,7 +557,9 @@ impl Monitor {
                 let removed = self.pool.arena.recover_worker(id as u32);
                 block.forget_worker(id);
                 w.recovered = true;
-                tracing::warn!("worker {id} died during the search; removed {removed} in-flight descents");
+                tracing::warn!(
+                    "worker {id} died during the search; removed {removed} in-flight descents"
+                );
             }
         }
         idle

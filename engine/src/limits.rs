@@ -131,7 +131,7 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
     if limits.depth.is_some_and(|d| p.depth >= d) {
         return Some(StopReason::Depth);
     }
-    let Some(plan) = plan else { return None };
+    let plan = plan?;
     if p.elapsed >= plan.hard {
         return Some(StopReason::Time);
     }
@@ -150,7 +150,11 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
         // Smart pruning: the visits still to come at the current rate (until the target, or
         // past it, until the hard limit) cannot make the runner-up the most visited move.
         let rate = p.playouts as f64 / p.elapsed.as_secs_f64();
-        let until = if p.elapsed < plan.target { plan.target } else { plan.hard };
+        let until = if p.elapsed < plan.target {
+            plan.target
+        } else {
+            plan.hard
+        };
         let left = until.saturating_sub(p.elapsed).as_secs_f64() * rate;
         if (p.second_visits as f64 + left) < p.best_visits as f64 {
             return Some(StopReason::Pruned);

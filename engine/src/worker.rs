@@ -127,7 +127,7 @@ enum Opened {
     /// Backed up (a game end) or given up.
     Done,
     /// Needs the evaluator.
-    Evaluate(Pending),
+    Evaluate(Box<Pending>),
 }
 
 /// How a leaf position stands.
@@ -249,7 +249,7 @@ impl Search<'_> {
                         }
                         Opened::Done => break,
                         Opened::Evaluate(pending) => {
-                            batch.push(pending);
+                            batch.push(*pending);
                             break;
                         }
                     },
@@ -273,20 +273,25 @@ impl Search<'_> {
         }
         let mut pending = self.pending(path);
         let Some(cache) = self.cache else {
-            return Opened::Evaluate(pending); // no cache: expand at the first visit
+            return Opened::Evaluate(Box::new(pending)); // no cache: expand at the first visit
         };
         if at_root {
-            return Opened::Evaluate(pending);
+            return Opened::Evaluate(Box::new(pending));
         }
         if self.arena.node_stats(node).visits == 0 {
             pending.defer = true;
-            return Opened::Evaluate(pending);
+            return Opened::Evaluate(Box::new(pending));
         }
         let key = banyan_nn::cache::cache_key(&pending.planes, &pending.policy);
         let Some(eval) = cache.lookup(key, pending.policy.len()) else {
-            return Opened::Evaluate(pending);
+            return Opened::Evaluate(Box::new(pending));
         };
-        let edges: Vec<(u16, f32)> = pending.codes.iter().copied().zip(eval.priors.iter().copied()).collect();
+        let edges: Vec<(u16, f32)> = pending
+            .codes
+            .iter()
+            .copied()
+            .zip(eval.priors.iter().copied())
+            .collect();
         match self.tree.finish_expand(node, &edges) {
             Ok(()) => Opened::Resumed(pending.path),
             Err(e) => {
@@ -473,11 +478,21 @@ mod tests {
         let cases = [
             ("6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - 0 1", true),
             ("6k1/5ppp/8/8/8/8/5PPP/3R2K1 b - - 0 1", false),
-            ("rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq - 0 2", true),
-            ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1", false),
+            (
+                "rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq - 0 2",
+                true,
+            ),
+            (
+                "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+                false,
+            ),
         ];
         for (fen, want) in cases {
-            assert_eq!(has_mate_in_one(&Board::from_fen(fen, false).unwrap()), want, "{fen}");
+            assert_eq!(
+                has_mate_in_one(&Board::from_fen(fen, false).unwrap()),
+                want,
+                "{fen}"
+            );
         }
     }
 
