@@ -22,6 +22,9 @@ use crate::order::{Order, SearchOrder};
 use crate::process::{ProcessMode, SharedFds, WorkerChild};
 use crate::report::{self, Event};
 
+/// The most of the arena (per mille) a tree kept from the last move may fill.
+const MAX_KEPT_PERMILLE: u32 = 400;
+
 /// Everything the GUI can set that the search machinery depends on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {
@@ -320,7 +323,7 @@ impl Engine {
             .last
             .as_ref()
             .and_then(|last| last.continuation(&position));
-        let kept = match continuation {
+        let mut kept = match continuation {
             Some(more) if !restricted => pool
                 .arena
                 .reroot(&more.iter().map(|&m| moves::encode(m)).collect::<Vec<_>>()),
@@ -329,6 +332,12 @@ impl Engine {
                 false
             }
         };
+        // A kept subtree that already fills most of the arena would leave this search no
+        // room to grow: start afresh instead.
+        if kept && pool.arena.hashfull() > MAX_KEPT_PERMILLE {
+            pool.arena.reset();
+            kept = false;
+        }
         tracing::debug!("tree {}", if kept { "reused" } else { "fresh" });
         self.last = (!restricted).then(|| position.clone());
         self.searches = self.searches.wrapping_add(1).max(1);
