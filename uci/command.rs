@@ -304,3 +304,110 @@ mod tests {
         assert!(matches!(parse(&long), Command::Unknown(m) if m.len() < 200));
     }
 }
+
+/// Fuzzing the line handler: whatever bytes a GUI (or a cat on the keyboard) sends, `parse`
+/// returns a command and never panics. `PROPTEST_CASES` raises the case count (CI keeps the
+/// default of 256 per property).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Words the parser gives meaning to, so random lines reach deep into each branch.
+    const WORDS: &[&str] = &[
+        "uci",
+        "isready",
+        "go",
+        "position",
+        "setoption",
+        "name",
+        "value",
+        "startpos",
+        "fen",
+        "moves",
+        "stop",
+        "ponderhit",
+        "quit",
+        "ucinewgame",
+        "debug",
+        "on",
+        "wtime",
+        "btime",
+        "winc",
+        "binc",
+        "movestogo",
+        "movetime",
+        "nodes",
+        "depth",
+        "mate",
+        "infinite",
+        "ponder",
+        "searchmoves",
+        "e2e4",
+        "a7a8q",
+        "0000",
+        "-1",
+        "0",
+        "18446744073709551616",
+        "99999999999999999999999999999999",
+        "-99999999999999999999999",
+        "1e9",
+        "NaN",
+        "w",
+        "b",
+        "KQkq",
+        "-",
+        "8/8/8/8/8/8/8/8",
+        "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR",
+        "Threads",
+        "Hash",
+        "\u{0}",
+        "\u{feff}",
+        "é",
+        "\t",
+        "\r",
+    ];
+
+    fn word_line() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::sample::select(WORDS).prop_map(str::to_string),
+                1 => "\\PC{0,12}",
+                1 => any::<i128>().prop_map(|n| n.to_string()),
+            ],
+            0..24,
+        )
+        .prop_map(|w| w.join(" "))
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            // As the engine reads them: lossy UTF-8.
+            let _ = parse(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn command_shaped_lines_never_panic(line in word_line()) {
+            let _ = parse(&line);
+            let _ = parse(&format!("{line}\r\n"));
+        }
+
+        #[test]
+        fn go_keeps_numbers_in_range(key in prop::sample::select(&["wtime", "btime", "winc", "binc", "movestogo", "movetime", "nodes", "depth", "mate"][..]),
+                                     n in any::<i128>()) {
+            match parse(&format!("go {key} {n}")) {
+                Command::Go { problems, .. } => prop_assert!(problems.is_empty(), "{problems:?}"),
+                other => prop_assert!(false, "go {key} {n}: {other:?}"),
+            }
+        }
+
+        #[test]
+        fn very_long_lines_give_a_short_error(c in any::<char>(), len in 10_000usize..300_000) {
+            let line = format!("x{}", c.to_string().repeat(len));
+            if let Command::Unknown(why) = parse(&line) {
+                prop_assert!(why.len() < 400, "{} bytes of error", why.len());
+            }
+        }
+    }
+}

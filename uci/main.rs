@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     // Child roles first: they parse their own arguments and set up their own logging.
     match raw.first().map(String::as_str) {
         Some(banyan_nn::evaluator::ROLE_ARG) => {
+            let _log = logging::init();
             return banyan_nn::evaluator::main_from_args(std::env::args_os().skip(2));
         }
         Some(banyan_engine::WORKER_ROLE) => {

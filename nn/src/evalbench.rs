@@ -175,8 +175,12 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
             process: 0.0,
         };
         for _ in 0..ROUNDS {
-            row.bare = row.bare.max(time_bare(backend.as_mut(), &positions, batch, slice));
-            row.process = row.process.max(time_process(&process, &positions, batch, slice)?);
+            row.bare = row
+                .bare
+                .max(time_bare(backend.as_mut(), &positions, batch, slice));
+            row.process = row
+                .process
+                .max(time_process(&process, &positions, batch, slice)?);
         }
         rows.push(row);
     }

@@ -461,4 +461,32 @@ pub(crate) mod tests {
         assert_eq!(out[0].logits, vec![0.0, 0.0]);
         assert_eq!(q(&out[0]), 0.0);
     }
+
+    #[test]
+    fn boards_rebuilt_from_encoder_planes_match_the_game() {
+        use crate::encode::PositionHistory;
+        use crate::policy::parse_uci_move;
+        // Castling rights, black to move, and a double push that allows en passant.
+        let mut history = PositionHistory::new(Board::default());
+        for (i, text) in "e2e4 g8f6 e4e5 d7d5".split_whitespace().enumerate() {
+            history.push(parse_uci_move(history.current(), text, false).unwrap());
+            let board = history.current();
+            let rebuilt = board_from_planes(&history.planes()).expect("a legal board");
+            let mut legal = 0;
+            for_each_legal_move(board, |_| legal += 1);
+            let mut rebuilt_legal = 0;
+            for_each_legal_move(&rebuilt, |_| rebuilt_legal += 1);
+            assert_eq!(rebuilt_legal, legal, "after move {i}");
+            assert_eq!(rebuilt.side_to_move(), Color::White);
+            assert_eq!(
+                rebuilt.castle_rights(Color::Black).short.is_some(),
+                board.castle_rights(!board.side_to_move()).short.is_some()
+            );
+        }
+        // After d7d5, e5xd6 en passant is legal, and the rebuilt board knows it.
+        assert_eq!(
+            board_from_planes(&history.planes()).unwrap().en_passant(),
+            Some(File::D)
+        );
+    }
 }

@@ -56,7 +56,11 @@ pub fn serve(listener: UnixListener, backend: Box<dyn Backend>, config: ServerCo
     };
     loop {
         // Block only when nothing is pending; otherwise just pick up what has arrived.
-        let wait = if server.jobs.is_empty() { PollTimeout::NONE } else { PollTimeout::ZERO };
+        let wait = if server.jobs.is_empty() {
+            PollTimeout::NONE
+        } else {
+            PollTimeout::ZERO
+        };
         if let Err(e) = server.gather(&listener, wait) {
             return e;
         }
@@ -97,7 +101,10 @@ impl Server {
             let mut fds = Vec::with_capacity(ids.len() + 1);
             fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
             for id in &ids {
-                fds.push(PollFd::new(self.connections[id].stream.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(
+                    self.connections[id].stream.as_fd(),
+                    PollFlags::POLLIN,
+                ));
             }
             match poll(&mut fds, wait) {
                 Ok(_) | Err(Errno::EINTR) => {}
@@ -145,7 +152,10 @@ impl Server {
     /// Reads what connection `id` has sent and queues its complete requests; closes it on end
     /// of stream, an error or a malformed message.
     fn read_requests(&mut self, id: u64) {
-        let conn = self.connections.get_mut(&id).expect("polled connections exist");
+        let conn = self
+            .connections
+            .get_mut(&id)
+            .expect("polled connections exist");
         let fd = conn.stream.as_raw_fd();
         let ended = loop {
             match recv(fd, &mut self.chunk, MsgFlags::MSG_DONTWAIT) {
@@ -161,7 +171,8 @@ impl Server {
         };
         match take_requests(&mut conn.pending) {
             Ok(batches) => {
-                self.jobs.extend(batches.into_iter().map(|batch| Job { conn: id, batch }));
+                self.jobs
+                    .extend(batches.into_iter().map(|batch| Job { conn: id, batch }));
                 if ended {
                     self.close(id);
                 }
@@ -222,7 +233,10 @@ impl Server {
             };
             if let Err(e) = (&conn.stream).write_all(&buf) {
                 // A client that hung up with requests in flight is normal at shutdown.
-                if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) {
                     tracing::debug!(conn = job.conn, "evaluator: client gone: {e}");
                 } else {
                     tracing::warn!(conn = job.conn, "evaluator: dropping connection: {e}");
@@ -259,14 +273,14 @@ fn take_requests(pending: &mut Vec<u8>) -> Result<Vec<RequestBatch>, ProtocolErr
 mod tests {
     use super::*;
     use crate::cache::{CacheStats, EvalCache};
-    use std::sync::Arc;
-    use std::thread;
     use crate::client::{ClientError, EvalClient};
     use crate::encode::InputPlanes;
     use crate::heuristic::{Heuristic, tests::planes};
     use crate::policy::{for_each_legal_move, move_index};
     use cozy_chess::Board;
     use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::thread;
 
     const FENS: [&str; 3] = [
         "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
@@ -287,26 +301,39 @@ mod tests {
             .collect()
     }
 
-    fn start_server(max_batch: usize) -> PathBuf {
+    /// A heuristic server on a socket in a fresh directory, removed on drop.
+    struct TestServer {
+        dir: PathBuf,
+        socket: PathBuf,
+    }
+
+    impl Drop for TestServer {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir); // Best effort.
+        }
+    }
+
+    fn start_server(max_batch: usize) -> TestServer {
         let dir = std::env::temp_dir().join(format!(
             "banyan-server-test-{}-{max_batch}",
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("s.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+        let socket = dir.join("s.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
         let config = ServerConfig {
             max_batch,
             policy_temperature: 1.359,
         };
         thread::spawn(move || serve(listener, Box::new(Heuristic::new(64)), config));
-        path
+        TestServer { dir, socket }
     }
 
     #[test]
     fn answers_match_the_backend_and_softmax_in_process() {
-        let socket = start_server(2);
+        let server = start_server(2);
+        let socket = &server.socket;
         let positions = positions();
         let inputs: Vec<EvalInput<'_>> = positions
             .iter()
@@ -315,7 +342,7 @@ mod tests {
         let mut expected = Vec::new();
         Heuristic::new(64).evaluate(&inputs, &mut expected);
 
-        let mut client = EvalClient::connect(&socket).unwrap();
+        let mut client = EvalClient::connect(socket).unwrap();
         // Two batches in flight, one larger than the server's batch limit.
         let first = client.send(&inputs).unwrap();
         let second = client.send(&inputs[1..]).unwrap();
@@ -333,16 +360,17 @@ mod tests {
 
     #[test]
     fn a_malformed_message_closes_only_its_connection() {
-        let socket = start_server(8);
+        let server = start_server(8);
+        let socket = &server.socket;
         let positions = positions();
         let input = [EvalInput {
             planes: &positions[0].0,
             moves: &positions[0].1,
         }];
-        let mut good = EvalClient::connect(&socket).unwrap();
+        let mut good = EvalClient::connect(socket).unwrap();
         assert_eq!(good.evaluate(&input).unwrap().len(), 1);
 
-        let mut bad = UnixStream::connect(&socket).unwrap();
+        let mut bad = UnixStream::connect(socket).unwrap();
         bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         // The server closes it: end of stream (or a reset, as bytes were left unread).
         let mut rest = Vec::new();
@@ -352,24 +380,35 @@ mod tests {
         }
 
         assert_eq!(good.evaluate(&input).unwrap().len(), 1);
-        let mut fresh = EvalClient::connect(&socket).unwrap();
+        let mut fresh = EvalClient::connect(socket).unwrap();
         assert_eq!(fresh.evaluate(&input).unwrap().len(), 1);
     }
 
     #[test]
     fn cached_and_fresh_answers_merge_in_order() {
-        let socket = start_server(64);
+        let server = start_server(64);
+        let socket = &server.socket;
         let positions = positions();
-        let inputs: Vec<EvalInput<'_>> =
-            positions.iter().map(|(planes, moves)| EvalInput { planes, moves }).collect();
+        let inputs: Vec<EvalInput<'_>> = positions
+            .iter()
+            .map(|(planes, moves)| EvalInput { planes, moves })
+            .collect();
         let cache = Arc::new(EvalCache::create(1).unwrap());
-        let mut plain = EvalClient::connect(&socket).unwrap();
-        let mut cached = EvalClient::connect(&socket).unwrap().with_cache(Arc::clone(&cache));
+        let mut plain = EvalClient::connect(socket).unwrap();
+        let mut cached = EvalClient::connect(socket)
+            .unwrap()
+            .with_cache(Arc::clone(&cache));
         let expected = plain.evaluate(&inputs).unwrap();
         // Position 1 only, then all: the second batch mixes a hit with misses.
         cached.evaluate(&inputs[1..2]).unwrap();
         let mixed = cached.evaluate(&inputs).unwrap();
-        assert_eq!(cache.stats(), CacheStats { lookups: 4, hits: 1 });
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                lookups: 4,
+                hits: 1
+            }
+        );
         for (got, want) in mixed.iter().zip(&expected) {
             assert_eq!(got.wdl, want.wdl);
             assert_eq!(got.priors.len(), want.priors.len());
@@ -382,8 +421,10 @@ mod tests {
     #[test]
     fn requests_split_across_reads_are_reassembled() {
         let positions = positions();
-        let inputs: Vec<EvalInput<'_>> =
-            positions.iter().map(|(planes, moves)| EvalInput { planes, moves }).collect();
+        let inputs: Vec<EvalInput<'_>> = positions
+            .iter()
+            .map(|(planes, moves)| EvalInput { planes, moves })
+            .collect();
         let mut one = Vec::new();
         protocol::encode_request(&inputs, &mut one);
         let stream = [one.clone(), one.clone()].concat();
@@ -399,6 +440,9 @@ mod tests {
         assert_eq!(got[1].get(2).moves, inputs[2].moves);
         pending.extend_from_slice(b"BNYN\x07\0");
         pending.extend_from_slice(&[0; 10]);
-        assert_eq!(take_requests(&mut pending).unwrap_err(), ProtocolError::BadVersion(7));
+        assert_eq!(
+            take_requests(&mut pending).unwrap_err(),
+            ProtocolError::BadVersion(7)
+        );
     }
 }
