@@ -25,6 +25,8 @@ const THEIR_KINGSIDE: usize = 107;
 
 /// Material in pawns, indexed by `Piece as usize` (pawn, knight, bishop, rook, queen, king).
 const VALUE: [f32; 6] = [1.0, 3.2, 3.3, 5.0, 9.5, 0.0];
+/// How much a pawn's advance (below the sixth rank) is worth on each file, a to h.
+const PAWN_FILE: [f32; 8] = [-0.4, -0.2, 0.6, 1.2, 1.2, 0.4, -0.4, -0.6];
 /// Pawns of score that make a value of tanh(1) ≈ 0.76.
 const VALUE_SCALE: f32 = 4.0;
 /// Share of the non-decisive probability mass that is a draw.
@@ -256,6 +258,15 @@ impl<'a> View<'a> {
         if matches!(piece, Piece::Knight | Piece::Bishop) && mv.from.rank() == Rank::First {
             logit += 0.5;
         }
+        // Quiet wing pawn pushes loosen the king's shelter and develop nothing.
+        if piece == Piece::Pawn
+            && victim == 0.0
+            && mv.promotion.is_none()
+            && matches!(mv.from.file() as u8, 0 | 1 | 6 | 7)
+            && mv.to.rank() < Rank::Fifth
+        {
+            logit -= 0.6;
+        }
         let centre = BitBoard(0x0000_0018_1800_0000);
         let wide_centre = BitBoard(0x0000_3c3c_3c3c_0000);
         if centre.has(mv.to) {
@@ -285,11 +296,14 @@ fn placement(piece: Piece, color: Color, square: Square) -> f32 {
     let file = square.file() as i32;
     let centrality = 3.5 - ((file as f32 - 3.5).abs() + (rank as f32 - 3.5).abs()) / 2.0;
     match piece {
-        Piece::Pawn => {
-            0.05 * (relative_rank - 1).max(0) as f32 * if relative_rank >= 5 { 2.0 } else { 1.0 }
-        }
+        // Central pawns gain by advancing; flank pawns shelter the king until they are far
+        // enough up the board to be runners.
+        Piece::Pawn if relative_rank >= 5 => 0.1 * (relative_rank - 1) as f32,
+        Piece::Pawn => 0.05 * (relative_rank - 1).max(0) as f32 * PAWN_FILE[file as usize],
         Piece::Knight | Piece::Bishop => 0.06 * centrality,
         Piece::Queen => 0.02 * centrality,
+        // A king tucked on a wing of its back rank (castled) is safer than one in the centre.
+        Piece::King if relative_rank == 0 && matches!(file, 1 | 2 | 6) => 0.25,
         Piece::Rook | Piece::King => 0.0,
     }
 }
