@@ -38,7 +38,7 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
     options.set("Threads", crate::options::Value::Int(threads as i64));
     let mut config = crate::session::engine_config(&options);
     config.weights = weights;
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = crate::own_exe();
     let mut engine = Engine::new(exe);
     engine.configure(config)?;
     engine.ready()?;

@@ -126,7 +126,7 @@ fn evalbench(
     threads: usize,
     seconds: f64,
 ) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let exe = crate::own_exe();
     let options = banyan_nn::evalbench::BenchOptions {
         weights,
         batches,
@@ -141,6 +141,16 @@ fn evalbench(
     let report = banyan_nn::evalbench::run(&exe, &options).map_err(|e| e.to_string())?;
     print!("{report}");
     Ok(())
+}
+
+/// The binary to re-execute for child processes. On Linux `/proc/self/exe` names the very
+/// file this process runs, even after a rebuild or upgrade replaced it on disk.
+pub fn own_exe() -> PathBuf {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if cfg!(target_os = "linux") && proc_exe.exists() {
+        return proc_exe;
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("banyan"))
 }
 
 /// Reads UCI commands until `quit` or end of input. Lines are decoded lossily, so bytes that

@@ -26,7 +26,7 @@ pub struct Session {
 
 impl Session {
     pub fn new(out: Output, log: LogTarget) -> Self {
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("banyan"));
+        let exe = crate::own_exe();
         Session {
             out,
             log,

@@ -312,7 +312,7 @@ impl Engine {
         if let Err(e) = self.ready() {
             events(Event::Error(e));
             events(Event::BestMove {
-                best: Some(legal[0]),
+                best: Some(report::fallback_move(&position, &legal)),
                 ponder: None,
             });
             return;

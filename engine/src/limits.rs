@@ -135,8 +135,8 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
     if p.elapsed >= plan.hard {
         return Some(StopReason::Time);
     }
-    // Clock play only (not movetime): a forced move or a proven result need no thinking.
-    if limits.clock.is_some() && p.playouts > 0 && (p.root_moves <= 1 || p.root_solved) {
+    // A proven result needs no more thinking; in clock play, neither does a forced move.
+    if p.playouts > 0 && (p.root_solved || (limits.clock.is_some() && p.root_moves <= 1)) {
         return Some(StopReason::Forced);
     }
     if limits.clock.is_some() && p.elapsed >= plan.target {

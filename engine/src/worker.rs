@@ -216,7 +216,11 @@ impl Search<'_> {
         let size = self.order.minibatch.min(1 + (done / 4) as usize);
         let mut batch = Vec::with_capacity(size);
         let mut collisions = 0;
-        while batch.len() < size && collisions < size {
+        // Descents that end at an exact value (a proven root ends every one of them there)
+        // fill no batch: bound the attempts so the stop flag is seen between gathers.
+        let mut attempts = 0;
+        while batch.len() < size && collisions < size && attempts < 4 * size {
+            attempts += 1;
             if !self.block.claim(self.id) {
                 return (batch, false);
             }
