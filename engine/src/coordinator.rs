@@ -80,7 +80,9 @@ impl EngineConfig {
             n => n,
         };
         c.policy_temperature = self.policy_temperature;
-        c.max_batch = (self.minibatch * self.threads as usize * 2).clamp(32, 1024);
+        // Half of what the workers keep in flight (two minibatches each): one forward pass
+        // runs while the next batch is already queued, so the evaluator never waits.
+        c.max_batch = (self.minibatch * self.threads as usize).clamp(8, 1024);
         c
     }
 
