@@ -213,3 +213,26 @@ fn options_change_between_searches_in_both_process_modes() {
     );
     engine.quit();
 }
+
+#[test]
+fn chess960_positions_and_castling_notation() {
+    let mut engine = Engine::start();
+    engine.send("setoption name UCI_Chess960 value true");
+    // Shredder-FEN castling rights, as Chess960 GUIs send them; castling is king takes rook.
+    engine.send("position fen rk2r3/pppppppp/8/8/8/8/PPPPPPPP/RK2R3 w EAea - 0 1 moves b1e1");
+    engine.send("go nodes 200");
+    let lines = engine.read_until("bestmove");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("info string error")),
+        "{lines:?}"
+    );
+    engine.send("position fen rk2r3/pppppppp/8/8/8/8/PPPPPPPP/RK2R3 w EAea - 0 1");
+    engine.send("go nodes 300 searchmoves b1e1");
+    assert_eq!(bestmove_of(&engine.read_until("bestmove")).0, "b1e1");
+    // Standard chess prints castling as the king's two-square move.
+    engine.send("setoption name UCI_Chess960 value false");
+    engine.send("position fen r3k2r/pppppppp/8/8/8/8/PPPPPPPP/R3K2R w KQkq - 0 1");
+    engine.send("go nodes 300 searchmoves e1g1");
+    assert_eq!(bestmove_of(&engine.read_until("bestmove")).0, "e1g1");
+    engine.quit();
+}

@@ -86,21 +86,31 @@ fn from_vampirc(line: &str) -> Command {
     }
 }
 
-/// `position [startpos | fen <6 fields>] [moves m1 m2 …]`, parsed by vampirc-uci and checked
-/// here (vampirc accepts a `position` with neither `startpos` nor `fen`).
+/// `position [startpos | fen <fields>] [moves m1 m2 …]`, parsed here: vampirc-uci's FEN
+/// grammar refuses Shredder-FEN castling rights (`HAha`), which Chess960 GUIs send, and
+/// accepts a `position` with neither `startpos` nor `fen`. The FEN and the moves are checked
+/// against the rules when the position is built.
 fn parse_position(line: &str) -> Command {
-    let msg = std::panic::catch_unwind(|| vampirc_uci::parse_one(line));
-    match msg {
-        Ok(UciMessage::Position {
-            startpos,
-            fen,
-            moves,
-        }) if startpos != fen.is_some() => Command::Position {
-            fen: fen.map(|f| f.as_str().trim().to_string()),
-            moves: moves.iter().map(|m| m.to_string()).collect(),
-        },
-        _ => Command::Unknown(format!("malformed position command '{}'", shorten(line))),
-    }
+    let malformed = || Command::Unknown(format!("malformed position command '{}'", shorten(line)));
+    let mut tokens = line.split_whitespace().skip(1).peekable();
+    let fen = match tokens.next() {
+        Some("startpos") => None,
+        Some("fen") => {
+            let fields: Vec<&str> =
+                std::iter::from_fn(|| tokens.next_if(|&t| t != "moves")).collect();
+            if fields.is_empty() {
+                return malformed();
+            }
+            Some(fields.join(" "))
+        }
+        _ => return malformed(),
+    };
+    let moves = match tokens.next() {
+        None => Vec::new(),
+        Some("moves") => tokens.map(str::to_string).collect(),
+        Some(_) => return malformed(),
+    };
+    Command::Position { fen, moves }
 }
 
 /// `setoption name <name with spaces> [value <value with spaces>]`.
@@ -292,6 +302,26 @@ mod tests {
                 assert_eq!(moves, ["e2e4", "e7e5"]);
             }
             other => panic!("{other:?}"),
+        }
+        match parse(
+            "position fen bqnb1rkr/pp3ppp/3ppn2/2p5/5P2/P2P4/NPP1P1PP/BQ1BNRKR w HFhf - 2 9",
+        ) {
+            Command::Position { fen, moves } => {
+                assert_eq!(
+                    fen.as_deref(),
+                    Some("bqnb1rkr/pp3ppp/3ppn2/2p5/5P2/P2P4/NPP1P1PP/BQ1BNRKR w HFhf - 2 9")
+                );
+                assert!(moves.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "position fen",
+            "position fen moves e2e4",
+            "position startpos e2e4",
+            "position sideways",
+        ] {
+            assert!(matches!(parse(bad), Command::Unknown(_)), "{bad}");
         }
         match parse("position fen 8/8/8/8/8/8/8/K6k w - - 0 1 moves a1a2") {
             Command::Position { fen, moves } => {
