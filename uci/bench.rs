@@ -48,6 +48,7 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
         engine.evaluator_description().unwrap_or("?")
     );
     let (mut total_nodes, mut total_bytes) = (0u64, 0u64);
+    let mut cache_hit_rate = None;
     let started = Instant::now();
     for (i, fen) in POSITIONS.iter().enumerate() {
         let position = GamePosition::parse(Some(fen), &[] as &[&str], false)?;
@@ -80,6 +81,7 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
         let info = last.ok_or("no info from the search")?;
         total_nodes += info.nodes;
         total_bytes += info.tree_bytes;
+        cache_hit_rate = info.cache_hit_rate;
         println!(
             "position {:>2}: nodes {:>8}  time {:>6} ms  nps {:>7}  {fen}",
             i + 1,
@@ -89,6 +91,9 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
         );
     }
     let ms = started.elapsed().as_millis().max(1) as u64;
+    if let Some(rate) = cache_hit_rate {
+        println!("NNCache hit rate: {:.1}%", rate * 100.0);
+    }
     println!(
         "Total nodes: {total_nodes}  Time: {ms} ms  Nodes/second: {}  Bytes/node: {}",
         total_nodes * 1000 / ms,

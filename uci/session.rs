@@ -138,16 +138,25 @@ impl Session {
         };
         let out = self.out.clone();
         let show_wdl = self.options.bool("UCI_ShowWDL");
+        let mut cache_hit_rate = None;
         self.engine.go(
             self.position.clone(),
             request,
             Box::new(move |event| match event {
-                Event::Info(info) => format::info(&info, &board, chess960, show_wdl)
-                    .into_iter()
-                    .for_each(|l| out.line(l)),
-                Event::Verbose(stats) => format::move_stats(&stats, &board)
-                    .into_iter()
-                    .for_each(|l| out.line(l)),
+                Event::Info(info) => {
+                    cache_hit_rate = info.cache_hit_rate;
+                    for line in format::info(&info, &board, chess960, show_wdl) {
+                        out.line(line);
+                    }
+                }
+                Event::Verbose(stats) => {
+                    for line in format::move_stats(&stats, &board) {
+                        out.line(line);
+                    }
+                    if let Some(rate) = cache_hit_rate {
+                        out.info_string(format_args!("nncache hit rate {:.1}%", rate * 100.0));
+                    }
+                }
                 Event::Error(e) => out.error(e),
                 Event::BestMove { best, ponder } => {
                     out.line(format::bestmove(&board, best, ponder, chess960))

@@ -204,10 +204,6 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
     /// Applies a new configuration between searches. A new network is loaded at once (so a bad
     /// file is reported now); if it fails, the error is returned and the previous evaluator
     /// settings stay.
