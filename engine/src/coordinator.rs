@@ -287,6 +287,8 @@ impl Engine {
         request: GoRequest,
         mut events: Box<dyn FnMut(Event) + Send>,
     ) {
+        // The clock runs from here: starting children below must come out of this move's time.
+        let received = Instant::now();
         self.wait();
         let board = position.history().current().clone();
         let mut legal = Vec::new();
@@ -365,6 +367,7 @@ impl Engine {
         let ponderhit = Arc::new(AtomicBool::new(false));
         let monitor = Monitor {
             pool,
+            received,
             search: self.searches,
             limits: request.limits,
             root_moves: if restricted {
@@ -444,6 +447,8 @@ impl Drop for Engine {
 /// The search thread: watches the limits, reports, and ends the search.
 struct Monitor {
     pool: Pool,
+    /// When `go` arrived.
+    received: Instant,
     search: u32,
     limits: Limits,
     root_moves: usize,
@@ -455,7 +460,7 @@ struct Monitor {
 
 impl Monitor {
     fn run(mut self, events: &mut dyn FnMut(Event)) -> Pool {
-        let start = Instant::now();
+        let start = self.received;
         let mut clock_start = start;
         let mut plan = self.limits.time_plan(self.config.move_overhead);
         let mut next_info = start + Duration::from_secs(1);
