@@ -92,6 +92,7 @@ fn bad_weights_keep_the_previous_evaluator() {
     let garbage = dir.join("garbage.pb.gz");
     std::fs::write(&garbage, b"this is not a network").unwrap();
     let mut engine = Engine::start();
+    engine.send("setoption name Threads value 1"); // deterministic, as in the test above
     engine.send(&format!(
         "setoption name WeightsFile value {}",
         net("meangirl-8.pb.gz")

@@ -102,26 +102,42 @@ fn children_end_with_quit_stdin_eof_and_sigkill() {
 
 #[test]
 fn a_killed_evaluator_still_gives_a_bestmove_and_is_restarted() {
-    let (mut engine, kids) = started("fork");
-    let evaluator = pid_of(&kids, "__evaluator");
-    engine.send("position startpos");
-    engine.send("go infinite");
-    std::thread::sleep(Duration::from_millis(300));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(evaluator as i32),
-        nix::sys::signal::SIGKILL,
-    )
-    .unwrap();
-    let lines = engine.read_until_within("bestmove", Duration::from_secs(1));
-    assert!(is_legal(None, &[], &bestmove_of(&lines).0), "{lines:?}");
-    engine.send("go nodes 300");
-    let lines = engine.read_until("bestmove");
-    assert!(
-        !lines.iter().any(|l| l.starts_with("info string error")),
-        "{lines:?}"
-    );
-    assert!(is_legal(None, &[], &bestmove_of(&lines).0));
-    engine.quit();
+    // A timed search ends within a second of losing its evaluator; an infinite one (as when
+    // pondering) still waits for `stop`, as the protocol demands, then answers at once.
+    for (go, needs_stop) in [("go movetime 20000", false), ("go infinite", true)] {
+        let (mut engine, kids) = started("fork");
+        let evaluator = pid_of(&kids, "__evaluator");
+        engine.send("position startpos");
+        engine.send(go);
+        std::thread::sleep(Duration::from_millis(300));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(evaluator as i32),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        if needs_stop {
+            std::thread::sleep(Duration::from_millis(500));
+            let early = engine.drain();
+            assert!(
+                !early.iter().any(|l| l.starts_with("bestmove")),
+                "{go}: {early:?}"
+            );
+            engine.send("stop");
+        }
+        let lines = engine.read_until_within("bestmove", Duration::from_secs(1));
+        assert!(
+            is_legal(None, &[], &bestmove_of(&lines).0),
+            "{go}: {lines:?}"
+        );
+        engine.send("go nodes 300");
+        let lines = engine.read_until("bestmove");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("info string error")),
+            "{go}: {lines:?}"
+        );
+        assert!(is_legal(None, &[], &bestmove_of(&lines).0));
+        engine.quit();
+    }
 }
 
 #[test]

@@ -171,7 +171,8 @@ impl Pool {
 
 /// A search running on its own thread.
 struct Running {
-    thread: JoinHandle<Pool>,
+    /// Gives the pool back, or `None` if the search thread panicked.
+    thread: JoinHandle<Option<Pool>>,
     /// Set by `stop`, and by the search itself just before it answers.
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
@@ -380,9 +381,29 @@ impl Engine {
             stop: stop.clone(),
             ponderhit: ponderhit.clone(),
         };
+        let fallback = report::fallback_move(&position, &legal);
         let thread = std::thread::Builder::new()
             .name("search".into())
-            .spawn(move || monitor.run(&mut *events))
+            .spawn(move || {
+                // Whatever happens in the search thread, the GUI gets its one bestmove.
+                let answered = std::cell::Cell::new(false);
+                let mut events = |event: Event| {
+                    answered.set(answered.get() || matches!(event, Event::BestMove { .. }));
+                    events(event);
+                };
+                let run = std::panic::AssertUnwindSafe(|| monitor.run(&mut events));
+                let pool = std::panic::catch_unwind(run).ok();
+                if pool.is_none() && !answered.get() {
+                    events(Event::Error(
+                        "the search failed; playing a fallback move".into(),
+                    ));
+                    events(Event::BestMove {
+                        best: Some(fallback),
+                        ponder: None,
+                    });
+                }
+                pool
+            })
             .expect("start the search thread");
         self.running = Some(Running {
             thread,
@@ -416,8 +437,8 @@ impl Engine {
     pub fn wait(&mut self) {
         if let Some(running) = self.running.take() {
             match running.thread.join() {
-                Ok(pool) => self.pool = Some(pool),
-                Err(_) => {
+                Ok(Some(pool)) => self.pool = Some(pool),
+                Ok(None) | Err(_) => {
                     tracing::error!("the search thread panicked; restarting the workers");
                     self.last = None;
                 }
@@ -465,6 +486,7 @@ impl Monitor {
         let mut plan = self.limits.time_plan(self.config.move_overhead);
         let mut next_info = start + Duration::from_secs(1);
         let mut stopped_by: Option<StopReason> = None;
+        let mut eval_lost = false;
         loop {
             std::thread::sleep(Duration::from_millis(2));
             if self.stop.load(Ordering::Relaxed) {
@@ -484,15 +506,16 @@ impl Monitor {
                 }
             }
             let workers_idle = self.workers_idle();
-            if self.eval_failed() {
+            if !eval_lost && self.eval_failed() {
+                eval_lost = true;
                 events(Event::Error(
                     "the evaluator stopped answering; it restarts before the next search".into(),
                 ));
-                break;
+                self.pool.control.block().request_stop();
             }
             // Ponder and infinite searches print their move only after stop or ponderhit.
             let may_finish = !(self.limits.infinite || self.limits.ponder);
-            if workers_idle && may_finish {
+            if (workers_idle || eval_lost) && may_finish {
                 break;
             }
             if Instant::now() >= next_info {
@@ -500,8 +523,9 @@ impl Monitor {
                 events(Event::Info(self.info(start)));
             }
         }
+        // Answer from the tree as it stands (all atomics) at once, then let the workers
+        // drain their minibatches: that wait must not come out of the clock.
         self.pool.control.block().request_stop();
-        self.wait_workers(Duration::from_secs(2));
         events(Event::Info(self.info(start)));
         if self.config.verbose_move_stats {
             events(Event::Verbose(report::move_stats(
@@ -513,6 +537,7 @@ impl Monitor {
         // From here on the engine counts as idle: the GUI may change options at once.
         self.stop.store(true, Ordering::Relaxed);
         events(Event::BestMove { best, ponder });
+        self.wait_workers(Duration::from_secs(2));
         self.pool
     }
 

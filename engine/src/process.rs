@@ -124,16 +124,21 @@ fn fork_worker(id: u32, fds: &SharedFds, read: OwnedFd, write: &OwnedFd) -> std:
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
         nix::unistd::ForkResult::Child => {
-            let code = child_main(parent, write.as_raw_fd(), log_level, || {
-                let cache = cache.map(EvalCache::from_fd).transpose()?;
-                Ok(WorkerProcess {
-                    id,
-                    arena: Arena::open_fd(arena).map_err(std::io::Error::other)?,
-                    control: Control::open(control)?,
-                    cache: cache.map(Arc::new),
-                    orders: BufReader::new(File::from(read)),
+            // A panic must never unwind into the parent's copied stack (its destructors would
+            // kill the siblings and the evaluator): it ends this child, here.
+            let main = std::panic::AssertUnwindSafe(|| {
+                child_main(parent, write.as_raw_fd(), log_level, || {
+                    let cache = cache.map(EvalCache::from_fd).transpose()?;
+                    Ok(WorkerProcess {
+                        id,
+                        arena: Arena::open_fd(arena).map_err(std::io::Error::other)?,
+                        control: Control::open(control)?,
+                        cache: cache.map(Arc::new),
+                        orders: BufReader::new(File::from(read)),
+                    })
                 })
             });
+            let code = std::panic::catch_unwind(main).unwrap_or(101);
             // SAFETY: leaving without running the parent's exit handlers or destructors.
             unsafe { nix::libc::_exit(code) }
         }

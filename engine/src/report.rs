@@ -126,7 +126,9 @@ fn ranked(arena: &Arena) -> Vec<ChildStats> {
 /// The move to play and the expected reply (to ponder on).
 pub fn best_move(arena: &Arena, board: &Board) -> (Option<Move>, Option<Move>) {
     let ranked = ranked(arena);
-    let Some(best) = ranked.first() else {
+    // The tree is shared memory: a GUI must never see an illegal move, whatever it holds.
+    let best = ranked.iter().find(|c| board.is_legal(moves::decode(c.mv)));
+    let Some(best) = best else {
         // The root was never expanded (no time at all): any legal move beats none.
         let mut first = None;
         board.generate_moves(|m| {
