@@ -119,8 +119,7 @@ impl Session {
     }
 
     fn go(&mut self, params: &GoParams) {
-        self.engine.stop();
-        self.engine.wait();
+        self.engine.stop(); // Engine::go waits for a stopped search to answer
         let chess960 = self.options.bool("UCI_Chess960");
         let board = self.position.history().current().clone();
         let mut searchmoves = Vec::new();

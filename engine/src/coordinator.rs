@@ -381,7 +381,6 @@ impl Engine {
             stop: stop.clone(),
             ponderhit: ponderhit.clone(),
         };
-        let fallback = report::fallback_move(&position, &legal);
         let thread = std::thread::Builder::new()
             .name("search".into())
             .spawn(move || {
@@ -398,7 +397,7 @@ impl Engine {
                         "the search failed; playing a fallback move".into(),
                     ));
                     events(Event::BestMove {
-                        best: Some(fallback),
+                        best: Some(report::fallback_move(&position, &legal)),
                         ponder: None,
                     });
                 }

@@ -12,7 +12,7 @@ use banyan_nn::cache::EvalCache;
 use banyan_nn::client::{EvalClient, Ticket};
 use banyan_nn::encode::{InputPlanes, PositionHistory};
 use banyan_tree::{Arena, Leaf, Path, PuctParams, Worker};
-use cozy_chess::Board;
+use cozy_chess::{Board, Move};
 
 use crate::control::Control;
 use crate::moves;
@@ -93,6 +93,7 @@ impl WorkerProcess {
             block: self.control.block(),
             cache: self.cache.as_deref(),
             in_flight: VecDeque::new(),
+            legal: Vec::with_capacity(64),
         };
         let result = search.run(client);
         search.abandon();
@@ -156,6 +157,8 @@ struct Search<'a> {
     /// The shared evaluation cache, which also holds the priors of deferred expansions.
     cache: Option<&'a EvalCache>,
     in_flight: VecDeque<(Ticket, Vec<Pending>)>,
+    /// The leaf's legal moves, generated once per leaf (kept to reuse the allocation).
+    legal: Vec<Move>,
 }
 
 impl Search<'_> {
@@ -269,20 +272,30 @@ impl Search<'_> {
     fn open_leaf(&mut self, mut path: Path, node: u32) -> Opened {
         self.replay(&path);
         let at_root = path.nodes().len() == 1;
-        if let LeafKind::End { wl, d, mate } = self.classify(at_root) {
+        let mut legal = std::mem::take(&mut self.legal);
+        legal.clear();
+        self.history.current().generate_moves(|moves| {
+            legal.extend(moves);
+            false
+        });
+        // A node visited before was classified open then, and its position has not changed.
+        let visited = self.arena.node_stats(node).visits > 0;
+        if !visited && let LeafKind::End { wl, d, mate } = self.classify(&legal, at_root) {
+            self.legal = legal;
             let depth = path.nodes().len() as u32 - 1;
             self.tree.terminal(&mut path, wl, d, mate);
             self.block.record(self.id, depth);
             return Opened::Done;
         }
-        let mut pending = self.pending(path);
+        let mut pending = self.pending(path, &legal, at_root);
+        self.legal = legal;
         let Some(cache) = self.cache else {
             return Opened::Evaluate(Box::new(pending)); // no cache: expand at the first visit
         };
         if at_root {
             return Opened::Evaluate(Box::new(pending));
         }
-        if self.arena.node_stats(node).visits == 0 {
+        if !visited {
             pending.defer = true;
             return Opened::Evaluate(Box::new(pending));
         }
@@ -319,14 +332,9 @@ impl Search<'_> {
     /// Scores game ends: mate, stalemate, and (below the root) the 50-move rule, dead
     /// positions and repetitions, which Lc0 also scores as draws inside the tree, and a mate
     /// in one for the side to move.
-    fn classify(&self, at_root: bool) -> LeafKind {
+    fn classify(&self, legal: &[Move], at_root: bool) -> LeafKind {
         let board = self.history.current();
-        let mut any = false;
-        board.generate_moves(|_| {
-            any = true;
-            true
-        });
-        if !any {
+        if legal.is_empty() {
             return if board.checkers().is_empty() {
                 LeafKind::End {
                     wl: 0.0,
@@ -354,7 +362,7 @@ impl Search<'_> {
         }
         // A mate in one is an exact win for the side to move. Knowing it at once keeps the
         // solver's mate distances shortest (a longer mate proven first would otherwise stand).
-        if !at_root && has_mate_in_one(board) {
+        if !at_root && has_mate_in_one(board, legal) {
             return LeafKind::End {
                 wl: 1.0,
                 d: 0.0,
@@ -364,26 +372,17 @@ impl Search<'_> {
         LeafKind::Open
     }
 
-    fn pending(&self, path: Path) -> Pending {
-        let board = self.history.current();
-        let stm = board.side_to_move();
-        let at_root = path.nodes().len() == 1;
-        let mut codes = Vec::with_capacity(48);
-        let mut policy = Vec::with_capacity(48);
-        board.generate_moves(|moves| {
-            for mv in moves {
-                let code = moves::encode(mv);
-                if at_root
-                    && !self.order.searchmoves.is_empty()
-                    && !self.order.searchmoves.contains(&code)
-                {
-                    continue;
-                }
-                codes.push(code);
-                policy.push(banyan_nn::policy::move_index(mv, stm));
-            }
-            false
-        });
+    /// The evaluator request for the leaf at the end of `path` (the history's current
+    /// position), over its `legal` moves (at the root, only `searchmoves` when given).
+    fn pending(&self, path: Path, legal: &[Move], at_root: bool) -> Pending {
+        let stm = self.history.current().side_to_move();
+        let searchmoves = &self.order.searchmoves;
+        let (codes, policy) = legal
+            .iter()
+            .map(|&mv| (moves::encode(mv), mv))
+            .filter(|(code, _)| !at_root || searchmoves.is_empty() || searchmoves.contains(code))
+            .map(|(code, mv)| (code, banyan_nn::policy::move_index(mv, stm)))
+            .unzip();
         Pending {
             path,
             planes: self.history.planes(),
@@ -438,21 +437,13 @@ impl Search<'_> {
     }
 }
 
-/// Whether the side to move can mate at once.
-fn has_mate_in_one(board: &Board) -> bool {
-    let mut mate = false;
-    board.generate_moves(|moves| {
-        for mv in moves {
-            let mut after = board.clone();
-            after.play_unchecked(mv);
-            if !after.checkers().is_empty() && !after.generate_moves(|_| true) {
-                mate = true;
-                return true;
-            }
-        }
-        false
-    });
-    mate
+/// Whether one of the side to move's `legal` moves mates at once.
+fn has_mate_in_one(board: &Board, legal: &[Move]) -> bool {
+    legal.iter().any(|&mv| {
+        let mut after = board.clone();
+        after.play_unchecked(mv);
+        !after.checkers().is_empty() && !after.generate_moves(|_| true)
+    })
 }
 
 /// Neither side can mate: bare kings, or one minor piece, or bishops all on one colour.
@@ -492,11 +483,13 @@ mod tests {
             ),
         ];
         for (fen, want) in cases {
-            assert_eq!(
-                has_mate_in_one(&Board::from_fen(fen, false).unwrap()),
-                want,
-                "{fen}"
-            );
+            let board = Board::from_fen(fen, false).unwrap();
+            let mut legal = Vec::new();
+            board.generate_moves(|moves| {
+                legal.extend(moves);
+                false
+            });
+            assert_eq!(has_mate_in_one(&board, &legal), want, "{fen}");
         }
     }
 
