@@ -94,6 +94,7 @@ impl WorkerProcess {
             cache: self.cache.as_deref(),
             in_flight: VecDeque::new(),
             legal: Vec::with_capacity(64),
+            collided: Vec::new(),
         };
         let result = search.run(client);
         search.abandon();
@@ -159,6 +160,8 @@ struct Search<'a> {
     in_flight: VecDeque<(Ticket, Vec<Pending>)>,
     /// The leaf's legal moves, generated once per leaf (kept to reuse the allocation).
     legal: Vec<Move>,
+    /// Descents that collided during the current gather (kept to reuse the allocation).
+    collided: Vec<Path>,
 }
 
 impl Search<'_> {
@@ -211,21 +214,26 @@ impl Search<'_> {
     /// Descends until a minibatch of leaves needs the evaluator. Returns the batch and whether
     /// the search can go on (budget left, tree not full).
     ///
-    /// A young tree gets small minibatches: leaves gathered under virtual loss are chosen
-    /// with stale statistics, which matters most while there are few visits, so the batch
-    /// grows with the search (one leaf at the start, `MinibatchSize` from 4 × that on).
+    /// A young tree gets small minibatches: leaves gathered while others are in flight are
+    /// chosen with stale statistics, which matters most while there are few visits, so the
+    /// batch grows with the search (one leaf at the start, `MinibatchSize` from 4 × that on).
+    /// A gather also ends after as many collisions as the batch may hold.
     fn gather(&mut self) -> (Vec<Pending>, bool) {
         let done = self.block.done.load(std::sync::atomic::Ordering::Relaxed);
         let size = self.order.minibatch.min(1 + (done / 4) as usize);
         let mut batch = Vec::with_capacity(size);
-        let mut collisions = 0;
+        // Collided descents keep their in-flight counts until the gather ends, so that the
+        // next descents see them and spread out (as Lc0 does).
+        let mut collided = std::mem::take(&mut self.collided);
         // Descents that end at an exact value (a proven root ends every one of them there)
         // fill no batch: bound the attempts so the stop flag is seen between gathers.
         let mut attempts = 0;
-        while batch.len() < size && collisions < size && attempts < 4 * size {
+        let mut more = true;
+        while batch.len() < size && collided.len() < size && attempts < 4 * size {
             attempts += 1;
             if !self.block.claim(self.id) {
-                return (batch, false);
+                more = false;
+                break;
             }
             let mut path = Path::new();
             let mut step = self.tree.descend(&mut path, &self.params);
@@ -235,12 +243,12 @@ impl Search<'_> {
                     Err(e) => {
                         tracing::debug!("descent: {e}");
                         self.block.unclaim(self.id);
-                        let more = !batch.is_empty() || !self.in_flight.is_empty();
-                        return (batch, more);
+                        more = !batch.is_empty() || !self.in_flight.is_empty();
+                        break;
                     }
                     Ok(Leaf::Collision) => {
                         self.block.unclaim(self.id);
-                        collisions += 1;
+                        collided.push(path);
                         break;
                     }
                     Ok(Leaf::Exact { wl, d }) => {
@@ -262,8 +270,16 @@ impl Search<'_> {
                     },
                 };
             }
+            if !more {
+                break;
+            }
         }
-        (batch, true)
+        for path in &mut collided {
+            self.tree.cancel(path);
+        }
+        collided.clear();
+        self.collided = collided;
+        (batch, more)
     }
 
     /// Deals with a leaf claimed for expansion: a game end is backed up at once; a leaf seen

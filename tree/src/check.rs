@@ -211,7 +211,7 @@ mod tests {
                         .unwrap();
                 }
                 Leaf::Exact { wl, d } => w.backup(&mut path, wl, d),
-                Leaf::Collision => {}
+                Leaf::Collision => w.cancel(&mut path),
             }
         }
         // Worker 1 "dies" holding a claimed leaf and a half-done descent.

@@ -120,7 +120,7 @@ mod tests {
                     w.expand(&mut path, &moves, v, 0.1).unwrap();
                 }
                 Leaf::Exact { wl, d } => w.backup(&mut path, wl, d),
-                Leaf::Collision => {}
+                Leaf::Collision => w.cancel(&mut path),
             }
         }
     }

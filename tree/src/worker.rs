@@ -54,8 +54,10 @@ pub enum Leaf {
         /// Draw probability.
         d: f32,
     },
-    /// The descent met a node another descent is expanding; its in-flight counts are already
-    /// removed and the path is empty.
+    /// The descent met a node another descent is expanding (or a saturated one). The path
+    /// still holds its in-flight counts: [`Worker::cancel`] it once the minibatch being
+    /// gathered is complete, so that later descents of the same gather see them and turn
+    /// elsewhere (Lc0 keeps its collisions until then too).
     Collision,
 }
 
@@ -153,10 +155,7 @@ impl Worker<'_> {
             };
             match step {
                 Ok(Some(_)) => {}
-                Ok(None) => {
-                    self.cancel(path);
-                    return Ok(Leaf::Collision);
-                }
+                Ok(None) => return Ok(Leaf::Collision),
                 Err(e) => {
                     self.cancel(path);
                     return Err(e);
@@ -492,6 +491,7 @@ mod tests {
         let (mut a, mut b) = (Path::new(), Path::new());
         assert!(matches!(w.descend(&mut a, &params), Ok(Leaf::Expand(_))));
         assert_eq!(w.descend(&mut b, &params).unwrap(), Leaf::Collision);
+        w.cancel(&mut b);
         w.expand(&mut a, &moves(1), 0.0, 0.0).unwrap();
         assert!(arena.check().is_empty(), "{:?}", arena.check());
         assert_eq!(arena.collisions(), 1);
@@ -512,7 +512,7 @@ mod tests {
                     }
                 }
                 Ok(Leaf::Exact { wl, d }) => w.backup(&mut path, wl, d),
-                Ok(Leaf::Collision) => {}
+                Ok(Leaf::Collision) => w.cancel(&mut path),
                 Err(TreeError::ArenaFull) => full += 1,
                 Err(e) => panic!("{e}"),
             }
@@ -543,7 +543,7 @@ mod tests {
                     }
                 }
                 Leaf::Exact { wl, d } => w.backup(&mut path, wl, d),
-                Leaf::Collision => {}
+                Leaf::Collision => w.cancel(&mut path),
             }
         }
         let proven = arena.proven(arena.root()).unwrap();
@@ -601,7 +601,7 @@ mod tests {
                             w.backup(path, wl, d);
                             landed += 1;
                         }
-                        Leaf::Collision => {}
+                        Leaf::Collision => w.cancel(path),
                     }
                 }
             }

@@ -103,7 +103,7 @@ pub fn minibatch(
                 }
             },
             Leaf::Exact { wl, d } => worker.backup(path, wl, d),
-            Leaf::Collision => {}
+            Leaf::Collision => worker.cancel(path),
         }
     }
     if full {
