@@ -1,7 +1,7 @@
 //! The UCI text of what the engine reports, serialised with vampirc-uci where it has the
 //! attribute (and as plain `name value` pairs where it does not: `wdl`).
 
-use banyan_engine::{Info, MoveStat, Score};
+use banyan_engine::{Info, MoveStat, Score, Verbose};
 use cozy_chess::{Board, Move};
 use vampirc_uci::{UciInfoAttribute, UciMessage, UciMove, UciPiece, UciSquare};
 
@@ -72,37 +72,42 @@ pub fn info(info: &Info, board: &Board, chess960: bool, show_wdl: bool) -> Vec<S
                 let [w, d, l] = line.wdl;
                 attrs.push(UciInfoAttribute::Any("wdl".into(), format!("{w} {d} {l}")));
             }
-            attrs.push(UciInfoAttribute::Pv(uci_line(board, &line.pv, chess960)));
+            if !line.pv.is_empty() {
+                attrs.push(UciInfoAttribute::Pv(uci_line(board, &line.pv, chess960)));
+            }
             UciMessage::Info(attrs).to_string()
         })
         .collect()
 }
 
-/// `VerboseMoveStats` lines in Lc0's layout, least visited first.
-pub fn move_stats(stats: &[MoveStat], board: &Board) -> Vec<String> {
+/// `VerboseMoveStats` lines in Lc0's layout: the moves least visited first, then the root's
+/// own `node` line.
+pub fn move_stats(stats: &Verbose, board: &Board) -> Vec<String> {
     let value = |v: Option<f32>, width: usize, digits: usize| match v {
         Some(v) => format!("{v:>width$.digits$}"),
         None => format!("{:>width$}", format!("-.{}", "-".repeat(digits))),
     };
+    let line = |name: &str, s: &MoveStat| {
+        let mate = s.mate.map_or("-.-".to_string(), |m| m.to_string());
+        format!(
+            "info string {name:<5} ({:<4}) N: {:>7} (+{:>2}) (P: {:>5.2}%) (WL: {}) (D: {}) (M: {:>4}) (Q: {}) (V: {})",
+            s.policy_index,
+            s.visits,
+            s.in_flight,
+            s.prior * 100.0,
+            value(s.wl, 8, 5),
+            value(s.d, 5, 3),
+            mate,
+            value(s.wl, 8, 5),
+            value(s.net_value, 7, 4),
+        )
+    };
     stats
+        .moves
         .iter()
-        .map(|s| {
-            // Lc0 prints castling as king takes rook here, in every mode.
-            let mv = banyan_nn::policy::uci_move(board, s.mv, true);
-            let mate = s.mate.map_or("-.-".to_string(), |m| m.to_string());
-            format!(
-                "info string {mv:<5} ({:<4}) N: {:>7} (+{:>2}) (P: {:>5.2}%) (WL: {}) (D: {}) (M: {:>4}) (Q: {}) (V: {})",
-                s.policy_index,
-                s.visits,
-                s.in_flight,
-                s.prior * 100.0,
-                value(s.wl, 8, 5),
-                value(s.d, 5, 3),
-                mate,
-                value(s.wl, 8, 5),
-                value(s.net_value, 7, 4),
-            )
-        })
+        // Lc0 prints castling as king takes rook here, in every mode.
+        .map(|s| line(&banyan_nn::policy::uci_move(board, s.mv, true), s))
+        .chain(std::iter::once(line("node", &stats.node)))
         .collect()
 }
 

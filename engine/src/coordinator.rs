@@ -286,10 +286,11 @@ impl Engine {
         &mut self,
         position: GamePosition,
         request: GoRequest,
-        mut events: Box<dyn FnMut(Event) + Send>,
+        events: Box<dyn FnMut(Event) + Send>,
     ) {
         // The clock runs from here: starting children below must come out of this move's time.
         let received = Instant::now();
+        let mut events = score_before_bestmove(events);
         self.wait();
         let board = position.history().current().clone();
         let mut legal = Vec::new();
@@ -377,6 +378,7 @@ impl Engine {
                 legal.len()
             },
             board,
+            position: position.clone(),
             config: self.config.clone(),
             stop: stop.clone(),
             ponderhit: ponderhit.clone(),
@@ -464,6 +466,24 @@ impl Drop for Engine {
     }
 }
 
+/// Wraps the GUI's event sink so that every `bestmove` follows an `info` line with a score:
+/// tournament runners take a move's score from the last one. Where the search gave none (no
+/// time to visit anything, an evaluator that failed), the move itself is shown with a neutral
+/// score.
+fn score_before_bestmove(mut events: Box<dyn FnMut(Event) + Send>) -> Box<dyn FnMut(Event) + Send> {
+    let mut scored = false;
+    Box::new(move |event| {
+        match &event {
+            Event::Info(info) => scored |= !info.lines.is_empty(),
+            Event::BestMove { best, .. } if !scored => {
+                events(Event::Info(report::Info::unsearched(*best)));
+            }
+            _ => {}
+        }
+        events(event)
+    })
+}
+
 /// The search thread: watches the limits, reports, and ends the search.
 struct Monitor {
     pool: Pool,
@@ -473,6 +493,7 @@ struct Monitor {
     limits: Limits,
     root_moves: usize,
     board: cozy_chess::Board,
+    position: GamePosition,
     config: EngineConfig,
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
@@ -527,9 +548,10 @@ impl Monitor {
         self.pool.control.block().request_stop();
         events(Event::Info(self.info(start)));
         if self.config.verbose_move_stats {
-            events(Event::Verbose(report::move_stats(
+            events(Event::Verbose(report::verbose(
                 &self.pool.arena,
-                &self.board,
+                &self.position,
+                self.pool.cache.as_deref(),
             )));
         }
         let (best, ponder) = report::best_move(&self.pool.arena, &self.board);

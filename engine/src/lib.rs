@@ -21,4 +21,4 @@ pub use coordinator::{Engine, EngineConfig, GoRequest};
 pub use limits::{Clock, Limits};
 pub use moves::GamePosition;
 pub use process::{ProcessMode, WORKER_ROLE, worker_main};
-pub use report::{Event, Info, Line, MoveStat, Score};
+pub use report::{Event, Info, Line, MoveStat, Score, Verbose};

@@ -122,6 +122,11 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
     if limits.infinite || limits.ponder {
         return None;
     }
+    // A proven result needs no more thinking, whatever the limit: its move is known, and a
+    // depth or mate limit might never be reached (descents end at the proven root).
+    if p.root_solved {
+        return Some(StopReason::Forced);
+    }
     if limits
         .mate
         .is_some_and(|m| p.proven_mate.is_some_and(|found| found <= m))
@@ -135,8 +140,8 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
     if p.elapsed >= plan.hard {
         return Some(StopReason::Time);
     }
-    // A proven result needs no more thinking; in clock play, neither does a forced move.
-    if p.playouts > 0 && (p.root_solved || (limits.clock.is_some() && p.root_moves <= 1)) {
+    // In clock play, a forced move needs no thinking.
+    if p.playouts > 0 && limits.clock.is_some() && p.root_moves <= 1 {
         return Some(StopReason::Forced);
     }
     if limits.clock.is_some() && p.elapsed >= plan.target {
@@ -278,6 +283,41 @@ mod tests {
                 },
                 Progress {
                     proven_mate: Some(3),
+                    ..Default::default()
+                },
+                None,
+            ),
+            (
+                &Limits {
+                    mate: Some(2),
+                    ..Default::default()
+                },
+                Progress {
+                    proven_mate: Some(3),
+                    root_solved: true,
+                    ..Default::default()
+                },
+                Some(StopReason::Forced),
+            ),
+            (
+                &Limits {
+                    depth: Some(30),
+                    ..Default::default()
+                },
+                Progress {
+                    depth: 1,
+                    root_solved: true,
+                    ..Default::default()
+                },
+                Some(StopReason::Forced),
+            ),
+            (
+                &Limits {
+                    infinite: true,
+                    ..Default::default()
+                },
+                Progress {
+                    root_solved: true,
                     ..Default::default()
                 },
                 None,

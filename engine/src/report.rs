@@ -5,18 +5,19 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use banyan_nn::cache::EvalCache;
+use banyan_nn::encode::PositionHistory;
 use banyan_tree::{Arena, ChildStats, Outcome};
 use cozy_chess::{Board, Move};
 
 use crate::control::ControlBlock;
-use crate::moves;
+use crate::moves::{self, GamePosition};
 
 /// Something the search reports.
 #[derive(Clone, Debug)]
 pub enum Event {
     Info(Info),
-    /// Per root move statistics (`VerboseMoveStats`), most visited last like Lc0.
-    Verbose(Vec<MoveStat>),
+    /// Per root move statistics and the root's own (`VerboseMoveStats`).
+    Verbose(Verbose),
     /// A problem the GUI should see as `info string error: …`.
     Error(String),
     /// The search's answer; `None` only when the side to move has no legal move.
@@ -44,6 +45,27 @@ pub struct Info {
     pub lines: Vec<Line>,
     /// Arena bytes the tree takes.
     pub tree_bytes: u64,
+}
+
+impl Info {
+    /// The line of a move chosen without a search: `best` (if any) with a neutral score.
+    pub fn unsearched(best: Option<Move>) -> Info {
+        Info {
+            time: Duration::ZERO,
+            nodes: 0,
+            nps: 0,
+            depth: 0,
+            seldepth: 0,
+            hashfull: 0,
+            cache_hit_rate: None,
+            lines: vec![Line {
+                score: Score::Cp(0),
+                wdl: [0, 1000, 0],
+                pv: best.into_iter().collect(),
+            }],
+            tree_bytes: 0,
+        }
+    }
 }
 
 /// One principal variation.
@@ -83,6 +105,15 @@ pub struct MoveStat {
     pub net_value: Option<f32>,
 }
 
+/// What `VerboseMoveStats` shows at the end of a search, in the shape of Lc0's lines.
+#[derive(Clone, Debug)]
+pub struct Verbose {
+    /// One per root move, least visited first (Lc0's order).
+    pub moves: Vec<MoveStat>,
+    /// The root itself (Lc0's `info string node` line).
+    pub node: MoveStat,
+}
+
 /// Lc0's centipawn mapping of Q: 90·tan(1.5637541897·Q).
 pub fn centipawns(q: f32) -> i32 {
     let cp = 90.0 * (1.563_754_2 * q.clamp(-1.0, 1.0) as f64).tan();
@@ -95,11 +126,18 @@ fn score(child: &ChildStats) -> Score {
         // The child's side to move loses: we mate in (plies + 1) moves' worth of plies.
         Some(p) if p.outcome == Outcome::Loss => Score::Mate((p.plies as i32 + 2) / 2),
         Some(p) if p.outcome == Outcome::Win => Score::Mate(-((p.plies as i32 + 1) / 2)),
+        Some(_) => Score::Cp(0),
         _ => Score::Cp(centipawns(child.wl)),
     }
 }
 
 fn wdl(child: &ChildStats) -> [u32; 3] {
+    match child.proven.map(|p| p.outcome) {
+        Some(Outcome::Loss) => return [1000, 0, 0],
+        Some(Outcome::Win) => return [0, 0, 1000],
+        Some(Outcome::Draw) => return [0, 1000, 0],
+        None => {}
+    }
     let d = child.d.clamp(0.0, 1.0);
     let w = ((1.0 + child.wl - d) / 2.0).clamp(0.0, 1.0);
     let l = (1.0 - w - d).max(0.0);
@@ -233,15 +271,22 @@ fn legal_prefix(board: &Board, pv: Vec<Move>) -> Vec<Move> {
     out
 }
 
-/// Per-move statistics of the root, least visited first (Lc0's order).
-pub fn move_stats(arena: &Arena, board: &Board) -> Vec<MoveStat> {
+/// `VerboseMoveStats` for the root at the end of the search of `position`. The network's own
+/// value (`V`) comes from the evaluation cache, when the position is still there.
+pub fn verbose(arena: &Arena, position: &GamePosition, cache: Option<&EvalCache>) -> Verbose {
+    let history = position.history();
+    let board = history.current();
     let stm = board.side_to_move();
-    let mut stats: Vec<MoveStat> = arena
+    let mut after = history.clone();
+    let mut moves: Vec<MoveStat> = arena
         .children(arena.root())
         .iter()
         .map(|c| {
             let mv = moves::decode(c.mv);
             let visited = c.visits > 0 || c.proven.is_some();
+            after.push(mv);
+            let net_value = cache.and_then(|cache| net_value(&after, cache)).map(|v| -v);
+            after.pop();
             MoveStat {
                 mv,
                 policy_index: banyan_nn::policy::move_index(mv, stm),
@@ -254,16 +299,67 @@ pub fn move_stats(arena: &Arena, board: &Board) -> Vec<MoveStat> {
                     Score::Mate(m) => Some(m),
                     Score::Cp(_) => None,
                 },
-                net_value: (c.visits == 1).then_some(c.wl),
+                net_value: net_value.or((c.visits == 1).then_some(c.wl)),
             }
         })
         .collect();
-    stats.sort_by(|a, b| {
+    moves.sort_by(|a, b| {
         (a.visits, a.prior)
             .partial_cmp(&(b.visits, b.prior))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    stats
+    let root = arena.node_stats(arena.root());
+    // The move into the root, in the frame of the side that played it.
+    let mut before = history.clone();
+    let last = position.moves.last().copied();
+    let policy_index = match last {
+        Some(mv) if before.pop() => {
+            banyan_nn::policy::move_index(mv, before.current().side_to_move())
+        }
+        _ => 0,
+    };
+    let node = MoveStat {
+        mv: last.unwrap_or(Move {
+            from: cozy_chess::Square::A1,
+            to: cozy_chess::Square::A1,
+            promotion: None,
+        }),
+        policy_index,
+        visits: root.visits,
+        in_flight: root.in_flight,
+        prior: root.prior,
+        wl: (root.visits > 0).then_some(root.wl),
+        d: (root.visits > 0).then_some(root.d),
+        mate: root.proven.and_then(|p| match p.outcome {
+            Outcome::Win => Some((p.plies as i32 + 1) / 2),
+            Outcome::Loss => Some(-(p.plies as i32) / 2),
+            Outcome::Draw => None,
+        }),
+        net_value: cache.and_then(|cache| net_value(&history, cache)),
+    };
+    Verbose { moves, node }
+}
+
+/// The network's W−L for the side to move at the end of `history`, if the evaluation cache
+/// holds it (keyed the way the workers ask: the input planes and every legal move).
+fn net_value(history: &PositionHistory, cache: &EvalCache) -> Option<f32> {
+    let board = history.current();
+    let stm = board.side_to_move();
+    let mut policy = Vec::new();
+    board.generate_moves(|moves| {
+        policy.extend(
+            moves
+                .into_iter()
+                .map(|m| banyan_nn::policy::move_index(m, stm)),
+        );
+        false
+    });
+    if policy.is_empty() {
+        return None;
+    }
+    let key = banyan_nn::cache::cache_key(&history.planes(), &policy);
+    let [w, _, l] = cache.lookup(key, policy.len())?.wdl;
+    Some(w - l)
 }
 
 #[cfg(test)]

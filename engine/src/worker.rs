@@ -18,6 +18,14 @@ use crate::control::Control;
 use crate::moves;
 use crate::order::{Order, SearchOrder};
 
+/// A search ends once the root has this many visits, far below where the 32-bit visit
+/// counters could wrap (descents that end at exact values cost no evaluation and can add
+/// millions of visits a second).
+const MAX_ROOT_VISITS: usize = 1 << 31;
+
+/// Leaves in flight may be at most this fraction (1/n) of the root's visits (see `gather`).
+const STALE_DIVISOR: usize = 8;
+
 /// Everything a worker process holds: its id, the shared memory, and its command pipe.
 pub struct WorkerProcess {
     pub id: u32,
@@ -206,7 +214,9 @@ impl Search<'_> {
                 return Ok(());
             }
             if !sent && more {
-                std::thread::yield_now(); // only collisions: others are expanding our leaves
+                // Only collisions: other workers are expanding our leaves. Sleep rather than
+                // yield, so that a busy machine's cores go to the evaluator doing that work.
+                std::thread::sleep(std::time::Duration::from_micros(100));
             }
         }
     }
@@ -214,13 +224,18 @@ impl Search<'_> {
     /// Descends until a minibatch of leaves needs the evaluator. Returns the batch and whether
     /// the search can go on (budget left, tree not full).
     ///
-    /// A young tree gets small minibatches: leaves gathered while others are in flight are
-    /// chosen with stale statistics, which matters most while there are few visits, so the
-    /// batch grows with the search (one leaf at the start, `MinibatchSize` from 4 × that on).
-    /// A gather also ends after as many collisions as the batch may hold.
+    /// Leaves gathered while others are in flight are chosen with stale statistics, so the
+    /// batch is sized to keep the leaves in flight over all workers (two minibatches each) to
+    /// at most 1/`STALE_DIVISOR` of the root's visits: one leaf at the start, growing with the
+    /// tree up to `MinibatchSize`. A gather also ends after as many collisions as the batch
+    /// may hold.
     fn gather(&mut self) -> (Vec<Pending>, bool) {
-        let done = self.block.done.load(std::sync::atomic::Ordering::Relaxed);
-        let size = self.order.minibatch.min(1 + (done / 4) as usize);
+        let visits = self.arena.node_stats(self.arena.root()).visits as usize;
+        if visits >= MAX_ROOT_VISITS {
+            return (Vec::new(), false);
+        }
+        let in_flight_per_batch = visits / (STALE_DIVISOR * 2 * self.arena.workers() as usize);
+        let size = self.order.minibatch.min(1 + in_flight_per_batch);
         let mut batch = Vec::with_capacity(size);
         // Collided descents keep their in-flight counts until the gather ends, so that the
         // next descents see them and spread out (as Lc0 does).
@@ -249,6 +264,14 @@ impl Search<'_> {
                     Ok(Leaf::Collision) => {
                         self.block.unclaim(self.id);
                         collided.push(path);
+                        break;
+                    }
+                    Ok(Leaf::Exact { .. }) if path.nodes().len() == 1 => {
+                        // A proven root: nothing is left to search. Counting more visits at
+                        // the root would only spin (and wrap its counter) until `stop`.
+                        self.tree.cancel(&mut path);
+                        self.block.unclaim(self.id);
+                        more = false;
                         break;
                     }
                     Ok(Leaf::Exact { wl, d }) => {

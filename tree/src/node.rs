@@ -257,6 +257,8 @@ pub struct NodeStats {
     pub visits: u32,
     /// Descents through the node that have not backed up yet.
     pub in_flight: u32,
+    /// The policy prior of the move into the node (0 for a fresh root).
+    pub prior: f32,
     /// Average W−L from the view of the side to move at the node.
     pub wl: f32,
     /// Average draw probability.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use crate::TreeError;
 use crate::alloc::ChunkAlloc;
 use crate::arena::Arena;
-use crate::node::{EXPANDED, EXPANDING, UNEXPANDED, expansion, with_in_flight};
+use crate::node::{EXPANDED, EXPANDING, TERMINAL, UNEXPANDED, expansion, with_in_flight};
 use crate::slot::{self, Slot};
 
 impl Arena {
@@ -36,6 +36,7 @@ impl Arena {
         self.start_half(other);
         match self.copy_subtree(at, other) {
             Ok((root, nodes)) => {
+                self.open_root(root);
                 // Relaxed: published with the root by `switch_to`'s release store.
                 self.header().base_nodes.store(nodes, Ordering::Relaxed);
                 self.switch_to(other, root);
@@ -83,6 +84,20 @@ impl Arena {
         Ok((root, nodes))
     }
 
+    /// A root is never terminal nor proven by an earlier search (as in Lc0): a game end
+    /// marked below the old root (a mate in one, a draw rule) is now a position to play from,
+    /// so a terminal root starts afresh, and a proven one is proven again from its children.
+    fn open_root(&self, root: u32) {
+        let node = self.node(root);
+        // Relaxed throughout: between searches, single-threaded.
+        let state = node.state.load(Ordering::Relaxed);
+        if expansion(state) == TERMINAL {
+            node.init(node.mv.load(Ordering::Relaxed), 0, 0);
+        } else {
+            node.state.store(expansion(state), Ordering::Relaxed);
+        }
+    }
+
     /// Copies one node's fields (children fixed up by the caller for expanded nodes).
     fn copy_node(&self, from: u32, to: u32) {
         let (a, b) = (self.node(from), self.node(to));
@@ -106,7 +121,7 @@ impl Arena {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Arena, Leaf, Path, PuctParams};
+    use crate::{Arena, ExpansionState, Leaf, Path, PuctParams};
 
     fn search(arena: &Arena, playouts: usize) {
         let mut w = arena.worker(0).unwrap();
@@ -143,6 +158,72 @@ mod tests {
             assert!(arena.check().is_empty(), "{:?}", arena.check());
             assert!(arena.hashfull() < 900);
         }
+    }
+
+    #[test]
+    fn a_terminal_or_proven_node_becomes_an_open_root() {
+        let arena = Arena::create(1 << 20, 1).unwrap();
+        let mut w = arena.worker(0).unwrap();
+        let params = PuctParams::default();
+        let mut path = Path::new();
+        w.descend(&mut path, &params).unwrap();
+        w.expand(&mut path, &[(1, 0.5), (2, 0.5)], 0.0, 0.0)
+            .unwrap();
+        // Move 1 ends the game (a mate in one for its side to move, say); move 2 is open and
+        // its only child is a loss for the side to move there, so move 2 is a proven win.
+        for _ in 0..2 {
+            let Leaf::Expand(leaf) = w.descend(&mut path, &params).unwrap() else {
+                panic!("expected a leaf");
+            };
+            if arena.node_move(leaf) == 1 {
+                w.terminal(&mut path, 1.0, 0.0, Some(1));
+            } else {
+                w.expand(&mut path, &[(3, 1.0)], 0.0, 0.0).unwrap();
+            }
+        }
+        let Leaf::Expand(_) = w.descend(&mut path, &params).unwrap() else {
+            panic!("expected the grandchild");
+        };
+        w.terminal(&mut path, -1.0, 0.0, Some(0));
+        assert!(arena.proven(arena.root()).is_some());
+
+        assert!(arena.reroot(&[1]));
+        let root = arena.node_stats(arena.root());
+        assert_eq!(
+            (root.state, root.visits, root.proven),
+            (ExpansionState::Unexpanded, 0, None)
+        );
+        assert!(matches!(w.descend(&mut path, &params), Ok(Leaf::Expand(_))));
+        w.cancel(&mut path);
+        assert!(arena.check().is_empty(), "{:?}", arena.check());
+    }
+
+    #[test]
+    fn a_proven_child_loses_its_proof_as_the_root() {
+        let arena = Arena::create(1 << 20, 1).unwrap();
+        let mut w = arena.worker(0).unwrap();
+        let params = PuctParams::default();
+        let mut path = Path::new();
+        w.descend(&mut path, &params).unwrap();
+        w.expand(&mut path, &[(1, 1.0)], 0.0, 0.0).unwrap();
+        w.descend(&mut path, &params).unwrap();
+        w.expand(&mut path, &[(2, 1.0)], 0.0, 0.0).unwrap();
+        let Leaf::Expand(_) = w.descend(&mut path, &params).unwrap() else {
+            panic!("expected the grandchild");
+        };
+        w.terminal(&mut path, -1.0, 0.0, Some(0));
+        let child = arena.children(arena.root())[0].node.unwrap();
+        assert!(arena.proven(child).is_some());
+        assert!(arena.reroot(&[1]));
+        let root = arena.node_stats(arena.root());
+        assert_eq!((root.state, root.proven), (ExpansionState::Expanded, None));
+        // The proof comes back from the proven child at the next backup.
+        let Ok(Leaf::Exact { wl, d }) = w.descend(&mut path, &params) else {
+            panic!("expected the proven child");
+        };
+        w.backup(&mut path, wl, d);
+        assert!(arena.proven(arena.root()).is_some());
+        assert!(arena.check().is_empty(), "{:?}", arena.check());
     }
 
     #[test]

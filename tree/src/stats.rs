@@ -38,7 +38,7 @@ impl Arena {
         // Acquire: pairs with the release stores of states (exact values, proofs).
         let state = node.state.load(Ordering::Acquire);
         // Relaxed: statistics.
-        let (visits, in_flight, _) = split_count(node.count.load(Ordering::Relaxed));
+        let (visits, in_flight, prior) = split_count(node.count.load(Ordering::Relaxed));
         let (wl, d) = match exact_value(node, state) {
             Some(v) => v,
             None => {
@@ -49,6 +49,7 @@ impl Arena {
         NodeStats {
             visits,
             in_flight,
+            prior: prior_value(prior),
             wl,
             d,
             state: ExpansionState::of(state),
