@@ -5,7 +5,7 @@
 //! at most the chunk in progress. A restart resumes: it discards temporary files, counts the
 //! existing chunks' positions, reloads their positions into the de-duplication set, continues
 //! the numbering, and seeds its jobs from the first new chunk's number, so it does not replay
-//! the games of an earlier run.
+//! the games of an earlier run. A lock file keeps two runs out of one directory.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -16,6 +16,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use cozy_chess::Board;
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
 
 use super::record::{ChunkReader, ChunkWriter, FormatError, GameRecord};
@@ -49,6 +51,9 @@ pub enum LabelError {
         /// What is wrong with it.
         source: FormatError,
     },
+    /// Another labelling run holds the directory.
+    #[error("{0}: another labelling run is writing there")]
+    Busy(PathBuf),
     /// A job's Stockfish kept failing.
     #[error(transparent)]
     Stockfish(#[from] StockfishError),
@@ -241,6 +246,30 @@ pub fn scan(dir: &Path) -> Result<Existing, LabelError> {
     Ok(existing)
 }
 
+/// Name of the lock file that keeps two runs out of one directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Creates `dir` and takes its lock for as long as the returned value lives (the kernel drops
+/// it when the process dies, so a killed run never blocks its resume).
+pub fn lock_dir(dir: &Path) -> Result<Flock<std::fs::File>, LabelError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| LabelError::Io {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        Errno::EWOULDBLOCK => LabelError::Busy(dir.to_owned()),
+        errno => io(errno.into()),
+    })
+}
+
 /// SplitMix64's finaliser: a well-spread seed from a structured one.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -267,6 +296,7 @@ pub fn run(
     mut progress: impl FnMut(&Progress),
 ) -> Result<Summary, LabelError> {
     let started = Instant::now();
+    let _lock = lock_dir(&options.out)?;
     let existing = scan(&options.out)?;
     let mut next_chunk = existing.next_chunk;
     let first_chunk = next_chunk;
@@ -512,6 +542,11 @@ mod tests {
         std::fs::write(chunk_path(&dir, 1), b"junk").unwrap();
         let error = scan(&dir).unwrap_err().to_string();
         assert!(error.contains("chunk-000001.bin.gz"), "{error}");
+        // One run per directory; the lock goes with its holder.
+        let lock = lock_dir(&dir).unwrap();
+        assert!(matches!(lock_dir(&dir), Err(LabelError::Busy(_))));
+        drop(lock);
+        lock_dir(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
