@@ -1,12 +1,13 @@
 //! `banyan`: the UCI chess engine binary.
 //!
 //! With no arguments it speaks UCI on stdin/stdout. Sub-commands measure it (`bench`,
-//! `evalbench`); the hidden `__evaluator` and `__worker` roles are how the engine re-executes
+//! `evalbench`) or make training data (`label`); the hidden `__evaluator` and `__worker` roles are how the engine re-executes
 //! itself to start its child processes.
 
 mod bench;
 mod command;
 mod format;
+mod label;
 mod logging;
 mod options;
 mod output;
@@ -59,6 +60,9 @@ enum Sub {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Training data: Stockfish self-play positions labelled by deeper Stockfish searches
+    /// (W/D/L, best move, MultiPV scores), written as compressed chunk files; resumable.
+    Label(label::LabelArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             threads,
             seconds,
         }) => evalbench(weights, batches, threads, seconds),
+        Some(Sub::Label(args)) => label::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,3 +18,4 @@ pub mod evaluator;
 pub mod heuristic;
 pub mod protocol;
 pub mod server;
+pub mod train;
