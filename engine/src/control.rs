@@ -42,7 +42,10 @@ pub struct ControlBlock {
     pub claimed: AtomicU64,
     /// Playouts backed up.
     pub done: AtomicU64,
-    /// Sum of the depths of backed-up playouts, for the average depth.
+    /// Playouts that ended at a position new to the tree (evaluated, or found to be a game
+    /// end): those that say how deep the search reaches.
+    pub new_leaves: AtomicU64,
+    /// Sum of the depths of those playouts, for the average depth.
     pub depth_sum: AtomicU64,
     /// Deepest playout so far.
     pub seldepth: AtomicU32,
@@ -103,7 +106,7 @@ impl Control {
 impl ControlBlock {
     /// Resets the counters for search number `search`, with a playout budget.
     pub fn begin(&self, search: u32, budget: u64) {
-        for counter in [&self.claimed, &self.done, &self.depth_sum] {
+        for counter in [&self.claimed, &self.done, &self.new_leaves, &self.depth_sum] {
             counter.store(0, Ordering::Relaxed);
         }
         for worker in &self.workers {
@@ -140,13 +143,17 @@ impl ControlBlock {
         self.claimed.fetch_sub(left, Ordering::Relaxed);
     }
 
-    /// Records worker `id`'s finished playout of `depth` plies.
-    pub fn record(&self, id: usize, depth: u32) {
+    /// Records worker `id`'s finished playout of `depth` plies, which ended at a position new
+    /// to the tree or (`new` false) at a known exact value.
+    pub fn record(&self, id: usize, depth: u32, new: bool) {
         self.workers[id].outstanding.fetch_sub(1, Ordering::Relaxed);
         // Relaxed: statistics, read approximately while the search runs and exactly after
         // every worker has reported done (which is a Release/Acquire pair).
         self.done.fetch_add(1, Ordering::Relaxed);
-        self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
+        if new {
+            self.new_leaves.fetch_add(1, Ordering::Relaxed);
+            self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
+        }
         self.seldepth.fetch_max(depth, Ordering::Relaxed);
     }
 

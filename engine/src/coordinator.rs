@@ -507,6 +507,8 @@ impl Monitor {
         let mut next_info = start + Duration::from_secs(1);
         let mut stopped_by: Option<StopReason> = None;
         let mut eval_lost = false;
+        // (new leaves, playouts) when the last new leaf was seen.
+        let mut last_new = (0, 0);
         loop {
             std::thread::sleep(Duration::from_millis(2));
             if self.stop.load(Ordering::Relaxed) {
@@ -517,7 +519,12 @@ impl Monitor {
                 clock_start = Instant::now();
                 plan = self.limits.time_plan(self.config.move_overhead);
             }
-            let progress = self.progress(clock_start);
+            let mut progress = self.progress(clock_start);
+            let new_leaves = self.pool.control.block().new_leaves.load(Ordering::Relaxed);
+            if new_leaves != last_new.0 {
+                last_new = (new_leaves, progress.playouts);
+            }
+            progress.playouts_since_new = progress.playouts - last_new.1;
             if stopped_by.is_none() {
                 stopped_by = should_stop(&self.limits, plan, &progress)
                     .or_else(|| (self.pool.arena.hashfull() >= 995).then_some(StopReason::Nodes));
@@ -580,6 +587,7 @@ impl Monitor {
             best_visits: visits.first().copied().unwrap_or(0),
             second_visits: visits.get(1).copied().unwrap_or(0),
             depth: report::average_depth(block),
+            playouts_since_new: 0,
             proven_mate: proven.and_then(|p| match p.outcome {
                 banyan_tree::Outcome::Win => Some((p.plies as u32).div_ceil(2)),
                 _ => None,

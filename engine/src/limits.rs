@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+/// A depth or mate search ends after this many playouts in a row that found nothing new.
+const STALE_PLAYOUTS: u64 = 100_000;
+
 /// What the GUI asked for in `go`, already resolved for the side to move.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Limits {
@@ -13,7 +16,9 @@ pub struct Limits {
     pub nodes: Option<u64>,
     /// Average depth reached (`go depth`).
     pub depth: Option<u32>,
-    /// Stop once a mate in at most this many moves is proven (`go mate`).
+    /// Stop once a mate in at most this many moves is proven (`go mate`), or once the
+    /// average depth reaches such a mate's length in plies with none found (MCTS cannot prove that
+    /// there is none, and a `go mate` must end by itself).
     pub mate: Option<u32>,
     /// Fixed time for this move (`go movetime`), before the move overhead is taken off.
     pub movetime: Option<Duration>,
@@ -89,8 +94,11 @@ pub struct Progress {
     /// Visits of the most and second-most visited root moves.
     pub best_visits: u64,
     pub second_visits: u64,
-    /// Average depth of this search's playouts.
+    /// Average depth of this search's playouts that reached new positions.
     pub depth: u32,
+    /// Playouts since the last one that reached a new position: all the others ended at
+    /// known game ends.
+    pub playouts_since_new: u64,
     /// Mate in this many moves for the side to move, once proven.
     pub proven_mate: Option<u32>,
     /// Every root move is proven (won, lost or drawn): nothing left to learn.
@@ -134,6 +142,14 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
         return Some(StopReason::Mate);
     }
     if limits.depth.is_some_and(|d| p.depth >= d) {
+        return Some(StopReason::Depth);
+    }
+    if limits.mate.is_some_and(|m| p.depth >= 2 * m) {
+        return Some(StopReason::Depth);
+    }
+    // Depth cannot grow while every playout ends at a known game end (a line drawn by
+    // repetition, say): such a search has reached all the depth it will.
+    if (limits.depth.is_some() || limits.mate.is_some()) && p.playouts_since_new >= STALE_PLAYOUTS {
         return Some(StopReason::Depth);
     }
     let plan = plan?;
@@ -283,9 +299,34 @@ mod tests {
                 },
                 Progress {
                     proven_mate: Some(3),
+                    depth: 3,
                     ..Default::default()
                 },
                 None,
+            ),
+            (
+                &Limits {
+                    mate: Some(2),
+                    ..Default::default()
+                },
+                Progress {
+                    depth: 4,
+                    ..Default::default()
+                },
+                Some(StopReason::Depth),
+            ),
+            (
+                &Limits {
+                    depth: Some(20),
+                    ..Default::default()
+                },
+                Progress {
+                    depth: 1,
+                    playouts: 300_000,
+                    playouts_since_new: 100_000,
+                    ..Default::default()
+                },
+                Some(StopReason::Depth),
             ),
             (
                 &Limits {

@@ -206,14 +206,16 @@ pub fn fallback_move(position: &crate::moves::GamePosition, legal: &[Move]) -> M
     legal[best.unwrap_or(0)]
 }
 
-/// Average playout depth of this search (at least 1 once anything was searched).
+/// Average depth of this search's playouts that reached a new position (at least 1 once
+/// anything was searched). Playouts ending at known game ends are left out: they cost
+/// nothing, and a line drawn by repetition could otherwise hold the average near 1 forever.
 pub fn average_depth(block: &ControlBlock) -> u32 {
-    let done = block.done.load(Ordering::Relaxed);
+    let new = block.new_leaves.load(Ordering::Relaxed);
     let sum = block.depth_sum.load(Ordering::Relaxed);
-    if done == 0 {
-        0
+    if new == 0 {
+        (block.done.load(Ordering::Relaxed) > 0) as u32
     } else {
-        (sum as f64 / done as f64).round().max(1.0) as u32
+        (sum as f64 / new as f64).round().max(1.0) as u32
     }
 }
 

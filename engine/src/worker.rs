@@ -277,7 +277,7 @@ impl Search<'_> {
                     Ok(Leaf::Exact { wl, d }) => {
                         let depth = path.nodes().len() as u32 - 1;
                         self.tree.backup(&mut path, wl, d);
-                        self.block.record(self.id, depth);
+                        self.block.record(self.id, depth, false);
                         break;
                     }
                     Ok(Leaf::Expand(node)) => match self.open_leaf(path, node) {
@@ -323,7 +323,7 @@ impl Search<'_> {
             self.legal = legal;
             let depth = path.nodes().len() as u32 - 1;
             self.tree.terminal(&mut path, wl, d, mate);
-            self.block.record(self.id, depth);
+            self.block.record(self.id, depth, true);
             return Opened::Done;
         }
         let mut pending = self.pending(path, &legal, at_root);
@@ -447,11 +447,11 @@ impl Search<'_> {
             let depth = pending.path.nodes().len() as u32 - 1;
             if pending.defer {
                 self.tree.visit_unexpanded(&mut pending.path, w - l, d);
-                self.block.record(self.id, depth);
+                self.block.record(self.id, depth, true);
                 continue;
             }
             match self.tree.expand(&mut pending.path, &edges, w - l, d) {
-                Ok(_) => self.block.record(self.id, depth),
+                Ok(_) => self.block.record(self.id, depth, true),
                 Err(e) => {
                     tracing::debug!("expansion: {e}");
                     self.block.unclaim(self.id);
