@@ -1,9 +1,9 @@
 //! Whole games through a real UCI client: python-chess drives Banyan against Debian's stockfish
 //! (UCI_LimitStrength, UCI_Elo 1350, Threads 1, Hash 16) and against itself, from the project's
-//! opening book (data/openings/banyan.epd). The driver is tests/play_games.py; it prints a JSON summary that the tests
-//! check: every game reached a result (the rules of chess, or a draw adjudicated at 160 plies),
-//! and Banyan made no illegal move, lost no game on time, never crashed, answered every `go`
-//! with a `bestmove` and printed no `info string error`.
+//! opening book (data/openings/banyan.epd). The driver is tests/play_games.py; it prints a JSON
+//! summary that the tests check: every game reached a result (the rules of chess, or a draw
+//! adjudicated at 160 plies), and Banyan made no illegal move, lost no game on time, never
+//! crashed, answered every `go` with a `bestmove` and printed no `info string error`.
 //!
 //! Needs BANYAN_TEST_PYTHON (a Python with python-chess) and stockfish (on PATH or Debian's
 //! /usr/games/stockfish): run scripts/test, which installs both and sets the variable.
