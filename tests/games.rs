@@ -1,21 +1,21 @@
 //! Whole games through a real UCI client: python-chess drives Banyan against Debian's stockfish
-//! (UCI_LimitStrength, UCI_Elo 1350, Threads 1, Hash 16) and against itself, from the shared
-//! opening positions. The driver is tests/play_games.py; it prints a JSON summary that the tests
-//! check: every game reached a result (the rules of chess, or a draw adjudicated at 160 plies),
-//! and Banyan made no illegal move, lost no game on time, never crashed, answered every `go`
-//! with a `bestmove` and printed no `info string error`.
+//! (UCI_LimitStrength, UCI_Elo 1350, Threads 1, Hash 16) and against itself, from the project's
+//! opening book (data/openings/banyan.epd). The driver is tests/play_games.py; it prints a JSON
+//! summary that the tests check: every game reached a result (the rules of chess, or a draw
+//! adjudicated at 160 plies), and Banyan made no illegal move, lost no game on time, never
+//! crashed, answered every `go` with a `bestmove` and printed no `info string error`.
 //!
-//! Needs BANYAN_TEST_PYTHON (a Python with python-chess) and /usr/games/stockfish: run
-//! scripts/test, which installs both and sets the variable.
+//! Needs BANYAN_TEST_PYTHON (a Python with python-chess) and stockfish (on PATH or Debian's
+//! /usr/games/stockfish): run scripts/test, which installs both and sets the variable.
 
-use std::path::Path;
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
 
-const OPENINGS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/openings/openings-50.epd"
-);
-const STOCKFISH: &str = "/usr/games/stockfish";
+use common::{TestNet, tiny};
+
+const OPENINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/openings/banyan.epd");
 const MAX_PLIES: u32 = 160;
 
 fn python() -> String {
@@ -35,12 +35,18 @@ fn python() -> String {
     python
 }
 
-fn stockfish() -> &'static str {
-    assert!(
-        Path::new(STOCKFISH).is_file(),
-        "{STOCKFISH} is missing: run scripts/test (it installs Debian's stockfish)"
-    );
-    STOCKFISH
+/// Stockfish on PATH, else Debian's (/usr/games is not on every PATH).
+fn stockfish() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("stockfish"))
+        .chain([PathBuf::from("/usr/games/stockfish")])
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("stockfish is missing: run scripts/test (it installs Debian's stockfish)")
+        })
+        .display()
+        .to_string()
 }
 
 /// One number (or string) field of the driver's JSON summary; the format is flat and ours.
@@ -71,7 +77,7 @@ fn play(what: &str, games: u32, args: &[&str]) -> String {
         .args(["--max-plies", &MAX_PLIES.to_string()])
         .args(args);
     if args.contains(&"stockfish") {
-        cmd.args(["--stockfish", stockfish()]);
+        cmd.args(["--stockfish", &stockfish()]);
     }
     let out = cmd.output().expect("run tests/play_games.py");
     let log = String::from_utf8_lossy(&out.stderr);
@@ -168,15 +174,12 @@ fn self_play_at_fixed_nodes_in_both_process_modes() {
     }
 }
 
+/// A whole game searched with a network the project writes (the same path as a trained net).
 #[test]
-fn self_play_with_a_maia_network() {
-    let net = format!(
-        "{}/../shared/nets/maia-1100.pb.gz",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    assert!(Path::new(&net).is_file(), "test network {net} is missing");
+fn self_play_with_a_network() {
+    let net = TestNet::new("selfplay", &tiny(true, true, true), 5);
     play(
-        "self-play, maia-1100, nodes 100",
+        "self-play, written 2x8 SE net, nodes 100",
         1,
         &[
             "--opponent",
@@ -186,7 +189,7 @@ fn self_play_with_a_maia_network() {
             "--first-opening",
             "23",
             "--option",
-            &format!("WeightsFile={net}"),
+            &format!("WeightsFile={}", net.path()),
         ],
     );
 }

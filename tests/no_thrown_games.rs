@@ -247,7 +247,7 @@ fn random_commands() -> usize {
 
 #[test]
 fn random_go_commands_each_get_one_legal_bestmove_within_two_seconds() {
-    let mut rng = Rng(0x5EED_BA4_7A4);
+    let mut rng = Rng(0x005E_EDBA_47A4);
     let mut engine = started();
     engine.send("setoption name Hash value 32");
     let count = random_commands();

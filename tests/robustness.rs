@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Engine, bestmove_of, is_legal, net};
+use banyan_nn::weights::Architecture;
+use common::{Engine, TestNet, bestmove_of, is_legal, tiny};
 
 /// Lines that must each leave the engine working. Before `uci` on purpose.
 fn nasty_lines() -> Vec<Vec<u8>> {
@@ -141,10 +143,13 @@ fn uciok_at_once_and_readyok_soon_after_a_network_change() {
     engine.send("uci");
     engine.read_until_within("uciok", Duration::from_secs(2));
     let uciok = sent.elapsed();
-    // A GUI sets the network right after `uciok` and then waits for `readyok`.
+    // A GUI sets the network right after `uciok` and then waits for `readyok`. Nets of Maia's
+    // size (6x64 SE), written by the project.
+    let first = TestNet::new("first", &Architecture::new(6, 64), 1);
+    let second = TestNet::new("second", &Architecture::new(6, 64), 2);
     engine.send(&format!(
         "setoption name WeightsFile value {}",
-        net("maia-1100.pb.gz")
+        first.path()
     ));
     let sent = Instant::now();
     engine.send("isready");
@@ -153,7 +158,7 @@ fn uciok_at_once_and_readyok_soon_after_a_network_change() {
     assert!(!lines.iter().any(|l| l.contains("error")), "{lines:?}");
     engine.send(&format!(
         "setoption name WeightsFile value {}",
-        net("maia-1900.pb.gz")
+        second.path()
     ));
     let sent = Instant::now();
     engine.send("isready");
@@ -252,7 +257,8 @@ fn game(engine: &mut Engine, moves: &[&str]) -> Vec<String> {
 fn a_weights_file_that_disappears_or_turns_to_garbage_between_games() {
     let tmp = TempDir::new("weights");
     let path = tmp.0.join("net.pb.gz");
-    std::fs::copy(net("maia-1100.pb.gz"), &path).expect("copy the test net");
+    let first = TestNet::new("first", &tiny(true, true, true), 3);
+    std::fs::copy(first.path(), &path).expect("copy the test net");
     let set = format!("setoption name WeightsFile value {}", path.display());
     let errors = |lines: &[String]| {
         lines
@@ -303,13 +309,91 @@ fn a_weights_file_that_disappears_or_turns_to_garbage_between_games() {
 
     // A good net again, under a new name.
     let again = tmp.0.join("again.pb.gz");
-    std::fs::copy(net("maia-1200.pb.gz"), &again).unwrap();
+    let second = TestNet::new("second", &tiny(false, false, false), 4);
+    std::fs::copy(second.path(), &again).unwrap();
     engine.send(&format!(
         "setoption name WeightsFile value {}",
         again.display()
     ));
     let lines = game(&mut engine, &["e2e4", "e7e5"]);
     assert!(errors(&lines).is_empty(), "a good net again: {lines:?}");
+    engine.quit();
+}
+
+/// The prior (percent) of each move in the `VerboseMoveStats` lines after `go nodes 1`.
+fn priors(engine: &mut Engine, position: &str) -> BTreeMap<String, f32> {
+    engine.send("ucinewgame");
+    engine.send(position);
+    engine.send("go nodes 1");
+    engine
+        .read_until("bestmove")
+        .iter()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("info string ")?;
+            let p = rest.find("(P:")? + 3;
+            let prior = rest[p..p + rest[p..].find('%')?].trim().parse().ok()?;
+            Some((rest.split_whitespace().next()?.to_string(), prior))
+        })
+        .collect()
+}
+
+/// The largest difference between two sets of priors of the same moves.
+fn prior_difference(a: &BTreeMap<String, f32>, b: &BTreeMap<String, f32>) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(mv, p)| (p - b[mv]).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn bad_weights_keep_the_previous_evaluator() {
+    let good = TestNet::new("keep-me", &tiny(true, false, true), 21);
+    let tmp = TempDir::new("bad-weights");
+    let garbage = tmp.0.join("garbage.pb.gz");
+    std::fs::write(&garbage, b"this is not a network").unwrap();
+    let mut engine = Engine::start();
+    engine.send("setoption name Threads value 1");
+    engine.send("setoption name VerboseMoveStats value true");
+    engine.send(&format!("setoption name WeightsFile value {}", good.path()));
+    engine.send("isready");
+    let lines = engine.read_until("readyok");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("info string evaluator: keep-me: 2x8 SE, classical policy")),
+        "{lines:?}"
+    );
+    let position = "position startpos moves e2e4 e7e5 g1f3";
+    let before = priors(&mut engine, position);
+    assert_eq!(before.len(), 29, "{before:?}");
+    for bad in [
+        garbage.display().to_string(),
+        tmp.0.join("missing.pb.gz").display().to_string(),
+    ] {
+        engine.send(&format!("setoption name WeightsFile value {bad}"));
+        engine.send("isready");
+        let lines = engine.read_until("readyok");
+        assert!(
+            lines.iter().any(|l| l.starts_with("info string error: ")),
+            "{bad}: {lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("evaluator:")),
+            "{bad}: {lines:?}"
+        );
+    }
+    // Still the net: the same priors (but for the last digit), which are not the heuristic's.
+    let after = priors(&mut engine, position);
+    assert!(
+        prior_difference(&before, &after) < 0.05,
+        "{before:?} then {after:?}"
+    );
+    engine.send("setoption name WeightsFile value <heuristic>");
+    let heuristic = priors(&mut engine, position);
+    assert!(
+        prior_difference(&before, &heuristic) > 1.0,
+        "{before:?}, heuristic {heuristic:?}"
+    );
     engine.quit();
 }
 

@@ -1,5 +1,6 @@
-//! Fuzzing the Lc0 weight loader with damaged copies of real networks: random, truncated and
-//! bit-flipped bytes must give `Err` (or, rarely, `Ok`), never a panic or an abort.
+//! Fuzzing the Lc0 weight loader with damaged copies of networks the project writes (an SE tower
+//! with conv policy and WDL, a plain one with classical heads, as Lc0 files): random, truncated
+//! and bit-flipped bytes must give `Err` (or, rarely, `Ok`), never a panic or an abort.
 //!
 //! The case count is `PROPTEST_CASES` when set (e.g. `PROPTEST_CASES=2000` for a long run);
 //! otherwise a modest 48 per property, to keep CI short.
@@ -7,13 +8,31 @@
 use std::io::{Read, Write};
 use std::sync::OnceLock;
 
-use banyan_nn::weights::{from_gzip_bytes, from_protobuf_bytes};
+use banyan_nn::weights::{
+    Architecture, Encoding, NetWeights, from_gzip_bytes, from_protobuf_bytes, to_gzip_bytes,
+};
 use proptest::prelude::*;
 
-const NETS: &[&str] = &["meangirl-8.pb.gz", "maia-1100.pb.gz"];
+const NETS: &[&str] = &[
+    "2x8 SE, conv policy, WDL",
+    "2x8, classical policy, classical value",
+];
 
-fn net_path(name: &str) -> String {
-    format!("{}/../shared/nets/{name}", env!("CARGO_MANIFEST_DIR"))
+/// The network named `name` in `NETS`, with seeded random weights.
+fn written(name: &str) -> NetWeights {
+    let arch = match name {
+        "2x8 SE, conv policy, WDL" => Architecture::new(2, 8),
+        _ => Architecture {
+            se_channels: None,
+            conv_policy: false,
+            policy_channels: 4,
+            wdl: false,
+            value_channels: 4,
+            value_hidden: 32,
+            ..Architecture::new(2, 8)
+        },
+    };
+    NetWeights::random(&arch, 7)
 }
 
 /// (gzip bytes, protobuf bytes) of each test net, read once.
@@ -22,8 +41,7 @@ fn nets() -> &'static Vec<(Vec<u8>, Vec<u8>)> {
     NETS_BYTES.get_or_init(|| {
         NETS.iter()
             .map(|name| {
-                let gz = std::fs::read(net_path(name))
-                    .unwrap_or_else(|e| panic!("test network {name} in ../shared/nets: {e}"));
+                let gz = to_gzip_bytes(&written(name), Encoding::Linear16).expect("write the net");
                 let mut raw = Vec::new();
                 flate2::read::GzDecoder::new(&gz[..])
                     .read_to_end(&mut raw)
@@ -55,8 +73,12 @@ fn config() -> ProptestConfig {
 #[test]
 fn the_undamaged_nets_load() {
     for (name, (gz, raw)) in NETS.iter().zip(nets()) {
-        assert!(from_gzip_bytes(gz).is_ok(), "{name} as gzip");
-        assert!(from_protobuf_bytes(raw).is_ok(), "{name} as protobuf");
+        assert_eq!(from_gzip_bytes(gz).unwrap().describe(), *name, "as gzip");
+        assert_eq!(
+            from_protobuf_bytes(raw).unwrap().describe(),
+            *name,
+            "as protobuf"
+        );
     }
 }
 

@@ -115,6 +115,12 @@ impl Session {
             self.out
                 .error(format_args!("{name}: {e}; keeping the current evaluator"));
             self.options = previous;
+        } else if name == "WeightsFile"
+            && let Some(description) = self.engine.evaluator_description()
+        {
+            // The GUI (and a test) can see which network is in use.
+            self.out
+                .info_string(format_args!("evaluator: {description}"));
         }
     }
 

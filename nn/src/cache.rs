@@ -1,14 +1,14 @@
 //! The evaluation cache: a fixed-size table of evaluator answers in shared memory, so that every
 //! worker process sees every other worker's results and a hit costs no socket round trip.
 //!
-//! The table lives in a memfd (created without close-on-exec) mapped shared: forked workers
-//! inherit the mapping, spawned ones map it again from the inherited descriptor
-//! ([`EvalCache::from_fd`]). Entries are 256 bytes: a sequence word, the key, W/D/L as `f32`, the
-//! move count and up to [`MAX_CACHED_MOVES`] priors in 16 bits each. Each entry is guarded by a
-//! seqlock made of atomics only, so a reader in one process never takes an entry half-written by
-//! another, and no process ever waits on another (a writer that finds the entry busy skips it).
-//! The hit and lookup counters live in the shared header, so [`EvalCache::hit_rate`] covers all
-//! workers.
+//! The table lives in a memfd (outside Linux: POSIX shared memory, unlinked at once), created
+//! without close-on-exec and mapped shared: forked workers inherit the mapping, spawned ones map
+//! it again from the inherited descriptor ([`EvalCache::from_fd`]). Entries are 256 bytes: a
+//! sequence word, the key, W/D/L as `f32`, the move count and up to [`MAX_CACHED_MOVES`] priors
+//! in 16 bits each. Each entry is guarded by a seqlock made of atomics only, so a reader in one
+//! process never takes an entry half-written by another, and no process ever waits on another (a
+//! writer that finds the entry busy skips it). The hit and lookup counters live in the shared
+//! header, so [`EvalCache::hit_rate`] covers all workers.
 //!
 //! Keys ([`cache_key`]) hash the network input (position and history) and the legal moves. The
 //! priors depend on the policy temperature and the network: whoever changes either calls
@@ -20,7 +20,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use memmap2::MmapMut;
-use nix::sys::memfd::{MFdFlags, memfd_create};
 
 use crate::encode::InputPlanes;
 use crate::protocol::Eval;
@@ -59,10 +58,9 @@ pub struct EvalCache {
 }
 
 impl EvalCache {
-    /// Creates a cache of about `megabytes` MiB (at least one entry) in a fresh memfd.
+    /// Creates a cache of about `megabytes` MiB (at least one entry) in fresh shared memory.
     pub fn create(megabytes: usize) -> io::Result<EvalCache> {
-        let fd = memfd_create(c"banyan-nncache", MFdFlags::empty())?;
-        let file = File::from(fd);
+        let file = File::from(shared_memory()?);
         let bytes = megabytes.max(1) << 20;
         let entries = (bytes / (ENTRY_WORDS * 8)).saturating_sub(1).max(1);
         file.set_len(((entries + 1) * ENTRY_WORDS * 8) as u64)?;
@@ -106,7 +104,7 @@ impl EvalCache {
         Ok(EvalCache { map, file, entries })
     }
 
-    /// The memfd, to hand to a spawned process (it is not close-on-exec).
+    /// The shared-memory descriptor, to hand to a spawned process (it is not close-on-exec).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
@@ -293,6 +291,36 @@ fn pack_prior(p: f32) -> u16 {
 /// Inverse of [`pack_prior`].
 fn unpack_prior(q: u16) -> f32 {
     f32::from_bits(u32::from(q) << 12 | 3 << 28)
+}
+
+/// A new shared-memory object that children inherit.
+#[cfg(target_os = "linux")]
+fn shared_memory() -> io::Result<OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    // No MFD_CLOEXEC: a re-executed child must inherit the descriptor.
+    Ok(memfd_create(c"banyan-nncache", MFdFlags::empty())?)
+}
+
+/// A new shared-memory object that children inherit (POSIX shm, unlinked at once).
+#[cfg(not(target_os = "linux"))]
+fn shared_memory() -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    use std::sync::atomic::AtomicU32;
+    // Unique within the process too: tests create several caches (macOS names: 31 bytes at most).
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "/banyan-nnc-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let fd = nix::sys::mman::shm_open(
+        name.as_str(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    nix::sys::mman::shm_unlink(name.as_str())?;
+    Ok(fd)
 }
 
 #[cfg(test)]

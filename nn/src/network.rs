@@ -349,83 +349,8 @@ mod tests {
     use super::*;
     use crate::encode::PositionHistory;
     use crate::policy::{conv_policy_map, for_each_legal_move, move_index, parse_uci_move};
-    use crate::weights::{ResidualBlock, SqueezeExcite, ValueHead};
+    use crate::weights::{Architecture, Encoding, variety};
     use cozy_chess::Board;
-
-    /// Deterministic pseudo-random values in [−0.5, 0.5).
-    struct Values(u64);
-
-    impl Values {
-        fn take(&mut self, n: usize) -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    self.0 = self
-                        .0
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    (self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect()
-        }
-
-        fn conv(&mut self, outputs: usize, inputs: usize, kernel: usize) -> Conv {
-            let weights = self.take(outputs * inputs * kernel * kernel);
-            Conv {
-                outputs,
-                inputs,
-                kernel,
-                weights,
-                bias: self.take(outputs),
-            }
-        }
-
-        fn dense(&mut self, outputs: usize, inputs: usize) -> Dense {
-            Dense {
-                outputs,
-                inputs,
-                weights: self.take(outputs * inputs),
-                bias: self.take(outputs),
-            }
-        }
-    }
-
-    /// A small random network of the given kind.
-    fn synthetic(se: bool, conv_policy: bool, wdl: bool, activation: Activation) -> NetWeights {
-        let (f, mut v) = (4, Values(7));
-        let residual = (0..2)
-            .map(|_| ResidualBlock {
-                conv1: v.conv(f, f, 3),
-                conv2: v.conv(f, f, 3),
-                se: se.then(|| SqueezeExcite {
-                    fc1: v.dense(2, f),
-                    fc2: v.dense(2 * f, 2),
-                }),
-            })
-            .collect();
-        let policy = if conv_policy {
-            PolicyHead::Convolution {
-                conv1: v.conv(f, f, 3),
-                conv2: v.conv(80, f, 3),
-            }
-        } else {
-            PolicyHead::Classical {
-                conv: v.conv(3, f, 1),
-                fc: v.dense(POLICY_SIZE, 3 * 64),
-            }
-        };
-        let value = ValueHead {
-            conv: v.conv(2, f, 1),
-            fc1: v.dense(5, 128),
-            fc2: v.dense(if wdl { 3 } else { 1 }, 5),
-        };
-        NetWeights {
-            activation,
-            input: v.conv(f, INPUT_PLANES, 3),
-            residual,
-            policy,
-            value,
-        }
-    }
 
     fn act(x: f32, activation: Activation) -> f32 {
         match activation {
@@ -537,53 +462,90 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn every_architecture_matches_the_plain_forward_pass() {
-        let cases = [
-            (true, true, true, Activation::Relu),
-            (false, true, false, Activation::Relu),
-            (true, false, false, Activation::Mish),
-            (false, false, true, Activation::Mish),
-        ];
+    /// The largest differences (policy logits, W/D/L) between `network`'s forward pass and the
+    /// plain one over `weights`, on the sample positions.
+    fn worst_differences(network: &mut Network, weights: &NetWeights) -> (f32, f32) {
         let positions = sample_positions();
-        for (se, conv_policy, wdl, activation) in cases {
-            let weights = synthetic(se, conv_policy, wdl, activation);
-            let mut network = Network::from_weights(&weights, "synthetic", Device::Cpu).unwrap();
-            let input = network.input_tensor(positions.iter());
-            let (policy, values) = network.forward(&input);
-            assert_eq!(policy.size(), [3, POLICY_SIZE as i64]);
-            assert_eq!(values.size(), [3, 3]);
-            let (policy, values) = (to_host(&policy), to_host(&values));
-            let case = format!("se {se}, conv policy {conv_policy}, wdl {wdl}, {activation:?}");
-            for (b, planes) in positions.iter().enumerate() {
-                let mut floats = vec![0.0; INPUT_FLOATS];
-                planes.write_f32(&mut floats);
-                let (expected_policy, expected_wdl) = forward_ref(&weights, &floats);
-                let got = &policy[b * POLICY_SIZE..][..POLICY_SIZE];
-                let worst = got
-                    .iter()
-                    .zip(&expected_policy)
-                    .map(|(a, e)| (a - e).abs())
-                    .fold(0.0, f32::max);
-                assert!(worst < 1e-3, "{case}: policy differs by {worst}");
-                for k in 0..3 {
-                    assert!(
-                        (values[3 * b + k] - expected_wdl[k]).abs() < 1e-4,
-                        "{case}: wdl {values:?} vs {expected_wdl:?}"
-                    );
-                }
+        let input = network.input_tensor(positions.iter());
+        let (policy, values) = network.forward(&input);
+        assert_eq!(policy.size(), [3, POLICY_SIZE as i64]);
+        assert_eq!(values.size(), [3, 3]);
+        let (policy, values) = (to_host(&policy), to_host(&values));
+        let (mut worst_policy, mut worst_wdl) = (0.0f32, 0.0f32);
+        for (b, planes) in positions.iter().enumerate() {
+            let mut floats = vec![0.0; INPUT_FLOATS];
+            planes.write_f32(&mut floats);
+            let (expected_policy, expected_wdl) = forward_ref(weights, &floats);
+            let got = &policy[b * POLICY_SIZE..][..POLICY_SIZE];
+            for (a, e) in got.iter().zip(&expected_policy) {
+                worst_policy = worst_policy.max((a - e).abs());
+            }
+            for k in 0..3 {
+                worst_wdl = worst_wdl.max((values[3 * b + k] - expected_wdl[k]).abs());
             }
         }
+        (worst_policy, worst_wdl)
+    }
+
+    #[test]
+    fn every_architecture_matches_the_plain_forward_pass() {
+        for (seed, arch) in variety().iter().enumerate() {
+            let weights = NetWeights::random(arch, seed as u64);
+            let mut network = Network::from_weights(&weights, "random", Device::Cpu).unwrap();
+            let (policy, wdl) = worst_differences(&mut network, &weights);
+            assert!(policy < 1e-3, "{arch:?}: policy differs by {policy}");
+            assert!(wdl < 1e-4, "{arch:?}: wdl differs by {wdl}");
+        }
+    }
+
+    /// A network written to a file and loaded again computes what its weights compute, within
+    /// the encoding's rounding.
+    #[test]
+    fn written_nets_evaluate_like_their_weights() {
+        let dir = std::env::temp_dir().join(format!("banyan-network-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (seed, arch) in variety().iter().enumerate() {
+            for (encoding, max_policy, max_wdl) in [
+                (Encoding::Float16, 5e-3, 2e-3),
+                (Encoding::Linear16, 1e-3, 1e-4),
+            ] {
+                let weights = NetWeights::random(arch, seed as u64);
+                let path = dir.join(format!("net-{seed}-{encoding:?}.pb.gz"));
+                weights::save(&weights, &path, encoding).unwrap();
+                let mut network = Network::load(&path, Device::Cpu).unwrap();
+                assert!(
+                    network
+                        .describe()
+                        .starts_with(&format!("net-{seed}-{encoding:?}: "))
+                );
+                let (policy, wdl) = worst_differences(&mut network, &weights);
+                assert!(
+                    policy < max_policy,
+                    "{arch:?} {encoding:?}: policy differs by {policy}"
+                );
+                assert!(wdl < max_wdl, "{arch:?} {encoding:?}: wdl differs by {wdl}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn batches_agree_with_single_evaluations() {
-        let path = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/nets/maia-1900.pb.gz"
-        ));
-        let mut network = Network::load(path, Device::Cpu).unwrap();
-        assert_eq!(network.describe(), "maia-1900: 6x64 SE, conv policy, WDL");
+        let path =
+            std::env::temp_dir().join(format!("banyan-batch-test-{}.pb.gz", std::process::id()));
+        let weights = NetWeights::random(&Architecture::new(2, 16), 3);
+        weights::save(&weights, &path, Encoding::Float16).unwrap();
+        let mut network = Network::load(&path, Device::Cpu).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let name = path
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".pb", "");
+        assert_eq!(
+            network.describe(),
+            format!("{name}: 2x16 SE, conv policy, WDL")
+        );
         let positions = sample_positions();
         let boards = [Board::default()];
         let mut moves = Vec::new();

@@ -20,14 +20,11 @@ use banyan_nn::heuristic::Heuristic;
 use banyan_nn::network::Network;
 use banyan_nn::policy::{for_each_legal_move, move_index, parse_uci_move};
 use banyan_nn::priors::softmax_priors;
+use banyan_nn::weights::{Architecture, Encoding, NetWeights, save};
 use cozy_chess::Board;
 
 /// Role of the stand-in engine process (see `engine_main`).
 const ENGINE_ROLE: &str = "__engine";
-const MAIA_1900: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/nets/maia-1900.pb.gz"
-);
 const TEMPERATURE: f32 = 1.359;
 
 fn main() -> ExitCode {
@@ -191,18 +188,29 @@ fn heuristic_answers_match_in_process() {
     assert_same_numbers(&mut Heuristic::new(256), &heuristic_config());
 }
 
+/// Project-written nets (an SE tower with conv policy and WDL, a plain one with classical
+/// heads) answer the same through the evaluator process as in this process.
 fn network_answers_match_in_process() {
-    let weights = Path::new(MAIA_1900);
-    if !weights.exists() {
-        eprintln!("  skipped: {MAIA_1900} not found");
-        return;
-    }
     tch::set_num_threads(2);
-    let mut network = Network::load(weights, tch::Device::Cpu).unwrap();
-    let mut config = EvaluatorConfig::new(Some(weights.to_path_buf()));
-    config.device = DeviceChoice::Cpu;
-    config.threads = 2;
-    assert_same_numbers(&mut network, &config);
+    let dir = std::env::temp_dir().join(format!("banyan-evalnets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = Architecture {
+        se_channels: None,
+        conv_policy: false,
+        wdl: false,
+        policy_channels: 8,
+        ..Architecture::new(2, 16)
+    };
+    for (name, arch) in [("se", Architecture::new(2, 16)), ("plain", plain)] {
+        let weights = dir.join(format!("{name}.pb.gz"));
+        save(&NetWeights::random(&arch, 1), &weights, Encoding::Float16).unwrap();
+        let mut network = Network::load(&weights, tch::Device::Cpu).unwrap();
+        let mut config = EvaluatorConfig::new(Some(weights));
+        config.device = DeviceChoice::Cpu;
+        config.threads = 2;
+        assert_same_numbers(&mut network, &config);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn bad_weights_are_a_clear_error() {

@@ -1,11 +1,15 @@
-//! Drives the real `banyan` binary over stdin/stdout, the way a GUI does.
+//! Drives the real `banyan` binary over stdin/stdout, the way a GUI does; the networks tests use
+//! (written by the project, or third-party ones in ../shared/nets) and reporting a skipped test.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+
+use banyan_nn::weights::{Architecture, Encoding, NetWeights};
 
 /// How long any single expected line may take before a test fails instead of hanging.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -166,7 +170,85 @@ pub fn info_field(line: &str, name: &str) -> Option<String> {
     t.next().map(str::to_string)
 }
 
-/// The path of a test network in ../shared/nets.
+/// The path of a third-party network in ../shared/nets.
 pub fn net(name: &str) -> String {
     format!("{}/../shared/nets/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Reports `test` as skipped for `reason`: one line `<test>: <reason>` to stderr and to the file
+/// named by `BANYAN_SKIP_LOG` (which `scripts/test` counts and names). The test then returns.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("{test}: {reason}\n");
+    eprint!("{line}");
+    if let Some(log) = std::env::var_os("BANYAN_SKIP_LOG") {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .expect("append to BANYAN_SKIP_LOG");
+    }
+}
+
+/// Whether the third-party networks `names` are in ../shared/nets; if not, reports `test` as
+/// skipped.
+pub fn shared_nets_or_skip(test: &str, names: &[&str]) -> bool {
+    match names.iter().find(|name| !Path::new(&net(name)).is_file()) {
+        None => true,
+        Some(missing) => {
+            skip(
+                test,
+                &format!("no ../shared/nets/{missing} (third-party network)"),
+            );
+            false
+        }
+    }
+}
+
+/// A small network of the given kind (2 blocks × 8 filters, small heads).
+pub fn tiny(se: bool, conv_policy: bool, wdl: bool) -> Architecture {
+    Architecture {
+        se_channels: se.then_some(2),
+        conv_policy,
+        policy_channels: 4,
+        wdl,
+        value_channels: 4,
+        value_hidden: 32,
+        ..Architecture::new(2, 8)
+    }
+}
+
+/// A network the project writes for a test (seeded random weights) in a temporary directory of
+/// its own, removed on drop. Its name (the engine's description starts with it) is `name`.
+pub struct TestNet {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TestNet {
+    pub fn new(name: &str, arch: &Architecture, seed: u64) -> TestNet {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "banyan-testnet-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{name}.pb.gz"));
+        let weights = NetWeights::random(arch, seed);
+        banyan_nn::weights::save(&weights, &path, Encoding::Float16).expect("write the test net");
+        TestNet { dir, path }
+    }
+
+    /// The file's path, as a `setoption` value.
+    pub fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -1,8 +1,17 @@
 //! Loading Lc0 `.pb.gz` weight files of residual networks into plain float tensors, with
-//! batch-norm folded into the convolutions, every size checked against the network's shape.
+//! batch-norm folded into the convolutions, every size checked against the network's shape;
+//! writing such networks back as Lc0 files ([`save`]); fresh seeded networks
+//! ([`NetWeights::random`]).
 
 mod decode;
 mod proto;
+mod random;
+mod write;
+
+pub use random::Architecture;
+#[cfg(test)]
+pub(crate) use random::variety;
+pub use write::{Encoding, WriteError, save, to_gzip_bytes, to_protobuf_bytes};
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! Loader tests: the real nets, and every kind of bad file.
+//! Loader tests: project-written nets of every kind, and every kind of bad file (the Lc0 nets
+//! themselves are loaded in `nn/tests/lc0_reference.rs`).
 
 use std::io::Write;
 
@@ -6,52 +7,35 @@ use prost::Message;
 
 use super::*;
 
-fn net_path(name: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/nets")).join(name)
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
 }
 
-/// The decoded `Net` message of a real file, for tampering.
-fn maia_message() -> proto::Net {
-    let compressed = std::fs::read(net_path("maia-1900.pb.gz")).unwrap();
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(&compressed[..])
-        .read_to_end(&mut bytes)
-        .unwrap();
-    proto::Net::decode(&bytes[..]).unwrap()
+/// The `Net` message of a project-written 3x8 SE net (conv policy, WDL), for tampering.
+fn written_message() -> proto::Net {
+    let net = NetWeights::random(&Architecture::new(3, 8), 11);
+    write::message(&net, Encoding::Linear16).unwrap()
 }
 
 #[test]
-fn loads_the_test_nets() {
-    let cases = [
-        ("maia-1900.pb.gz", "6x64 SE, conv policy, WDL", 8),
-        ("maia-1100.pb.gz", "6x64 SE, conv policy, WDL", 8),
-        (
-            "meangirl-8.pb.gz",
-            "4x32 SE, conv policy, classical value",
-            16,
-        ),
-    ];
-    for (file, description, se_width) in cases {
-        let net = load(&net_path(file)).unwrap();
-        assert_eq!(net.describe(), description, "{file}");
+fn loads_written_nets_of_every_kind() {
+    for (seed, arch) in variety().iter().enumerate() {
+        let net = NetWeights::random(arch, seed as u64);
+        let loaded = from_gzip_bytes(&to_gzip_bytes(&net, Encoding::Float16).unwrap()).unwrap();
+        assert_eq!(loaded.describe(), net.describe());
+        assert_eq!(loaded.activation, arch.activation);
         assert_eq!(
-            net.residual[0].se.as_ref().unwrap().fc1.outputs,
-            se_width,
-            "{file}"
+            loaded.residual[0].se.as_ref().map(|se| se.fc1.outputs),
+            arch.se_channels
         );
-        assert_eq!(net.activation, Activation::Relu);
     }
 }
 
 #[test]
 fn bad_files_are_clear_errors() {
-    let good = std::fs::read(net_path("meangirl-8.pb.gz")).unwrap();
+    let good = gzip(&written_message().encode_to_vec());
     type Check = fn(&LoadError) -> bool;
     let cases: [(&str, Vec<u8>, Check); 5] = [
         ("empty", vec![], |e| matches!(e, LoadError::Empty)),
@@ -157,7 +141,7 @@ fn tampered_nets_are_refused_with_the_cause() {
                     .params
                     .truncate(100)
             },
-            "layer residual[1].conv1.weights has 50 values, expected 36864",
+            "layer residual[1].conv1.weights has 50 values, expected 576",
         ),
         (
             "wrong head size",
@@ -174,7 +158,7 @@ fn tampered_nets_are_refused_with_the_cause() {
             "layer ip2_val_b has 1 values, expected 3",
         ),
     ];
-    let original = maia_message();
+    let original = written_message();
     for (name, tamper, message) in cases {
         let mut net = original.clone();
         tamper(&mut net);
