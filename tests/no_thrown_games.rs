@@ -300,3 +300,44 @@ fn random_go_commands_each_get_one_legal_bestmove_within_two_seconds() {
     eprintln!("{count} random go commands, slowest answer {slowest:?}");
     engine.quit();
 }
+
+/// The D of `mv`'s `VerboseMoveStats` line after `go nodes 400` from `position`.
+fn draw_share(engine: &mut Engine, position: &str, mv: &str) -> f32 {
+    engine.send("ucinewgame");
+    engine.send(position);
+    engine.send("go nodes 400");
+    let lines = engine.read_until("bestmove");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("info string {mv} ")))
+        .unwrap_or_else(|| panic!("no stats for {mv}: {lines:?}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let d = words.iter().position(|&w| w == "(D:").expect("a D field");
+    words[d + 1].trim_end_matches(')').parse().unwrap()
+}
+
+/// Lc0's rule: a position's second occurrence is a draw in the tree only when the cycle lies
+/// inside it; its third occurrence (counting the game) is a draw anywhere.
+#[test]
+fn repetitions_are_draws_by_lc0s_rule() {
+    let mut engine = started();
+    engine.send("setoption name VerboseMoveStats value true");
+    // Going back to the start position repeats a position from before the root: no draw.
+    let d = draw_share(
+        &mut engine,
+        "position startpos moves g1f3 g8f6 f3g1",
+        "f6g8",
+    );
+    assert!(
+        d < 0.999,
+        "a repetition of a game position was scored as a draw: D {d}"
+    );
+    // The same move as the start position's third occurrence is a draw.
+    let d = draw_share(
+        &mut engine,
+        "position startpos moves g1f3 g8f6 f3g1 f6g8 g1f3 g8f6 f3g1",
+        "f6g8",
+    );
+    assert!(d >= 0.999, "a threefold repetition was not a draw: D {d}");
+    engine.quit();
+}

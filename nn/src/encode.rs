@@ -59,6 +59,8 @@ impl InputPlanes {
 struct Known {
     board: Board,
     repetitions: u8,
+    /// Plies back to the previous occurrence of this position (0 when there is none).
+    cycle: u16,
 }
 
 /// A game's positions from its start (a FEN or the start position) to the current one, with
@@ -79,6 +81,7 @@ impl PositionHistory {
             positions: vec![Known {
                 board: start,
                 repetitions: 0,
+                cycle: 0,
             }],
         }
     }
@@ -102,8 +105,12 @@ impl PositionHistory {
     pub fn push(&mut self, mv: Move) {
         let mut board = self.current().clone();
         board.play_unchecked(mv);
-        let repetitions = self.repetitions_of(&board);
-        self.positions.push(Known { board, repetitions });
+        let (repetitions, cycle) = self.repetitions_of(&board);
+        self.positions.push(Known {
+            board,
+            repetitions,
+            cycle,
+        });
     }
 
     /// Takes back the last move; the start position is never removed. Returns whether a move
@@ -127,26 +134,29 @@ impl PositionHistory {
         self.positions[self.positions.len() - 1].repetitions
     }
 
-    /// Whether the current position occurred before (Lc0 scores such a position as a draw).
-    pub fn is_repetition(&self) -> bool {
-        self.repetitions() > 0
+    /// Plies back to the previous occurrence of the current position, if it occurred before.
+    pub fn plies_since_repetition(&self) -> Option<usize> {
+        let cycle = self.positions[self.positions.len() - 1].cycle;
+        (cycle > 0).then_some(cycle as usize)
     }
 
     /// Lc0's rule: look back every second ply from 4 plies back, not crossing a zeroing move,
-    /// for the same board; its count + 1, else 0.
-    fn repetitions_of(&self, board: &Board) -> u8 {
+    /// for the same board; (its count + 1, plies back to it), else (0, 0).
+    fn repetitions_of(&self, board: &Board) -> (u8, u16) {
         if board.halfmove_clock() < 4 {
-            return 0;
+            return (0, 0);
         }
-        for known in self.positions.iter().rev().skip(1).step_by(2) {
+        // `positions` does not hold `board` yet: the position one ply back is its last entry.
+        for (back, known) in self.positions.iter().rev().enumerate().skip(1).step_by(2) {
             if same_board(&known.board, board) {
-                return known.repetitions.saturating_add(1);
+                let plies = (back + 1).min(u16::MAX as usize) as u16;
+                return (known.repetitions.saturating_add(1), plies);
             }
             if known.board.halfmove_clock() < 2 {
-                return 0;
+                return (0, 0);
             }
         }
-        0
+        (0, 0)
     }
 
     /// The network input for the current position (classical 112-plane format).
@@ -369,7 +379,7 @@ mod tests {
     fn repetitions_are_counted_like_lc0() {
         let mut h = history(None, "g1f3 g8f6 f3g1 f6g8");
         assert_eq!(h.repetitions(), 1);
-        assert!(h.is_repetition());
+        assert_eq!(h.plies_since_repetition(), Some(4));
         assert_eq!(h.planes().masks[12], u64::MAX);
         assert_eq!(h.planes().masks[13 + 12], 0);
         for (text, count) in [("g1f3", 1), ("g8f6", 1), ("f3g1", 1), ("f6g8", 2)] {
@@ -377,8 +387,11 @@ mod tests {
             assert_eq!(h.repetitions(), count, "after {text}");
         }
         assert_eq!(h.len(), 9);
+        assert_eq!(h.plies_since_repetition(), Some(4));
         assert!(h.pop());
         assert_eq!(h.repetitions(), 1);
+        h.pop();
+        assert_eq!((h.repetitions(), h.plies_since_repetition()), (1, Some(4)));
         h.truncate(0);
         assert_eq!(h.len(), 1);
         assert!(!h.pop());
