@@ -126,8 +126,20 @@ struct Pending {
     /// Legal moves as tree codes, and the same moves as policy indices.
     codes: Vec<u16>,
     policy: Vec<u16>,
-    /// Back the value up without children: the leaf's first visit (see `open_leaf`).
-    defer: bool,
+    /// What the answer is for (see `open_leaf`).
+    visit: Visit,
+}
+
+/// What a leaf's evaluation is used for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// Expand the leaf and back its value up (no cache to defer with, or the fresh root).
+    Expand,
+    /// Back the value up without children: the leaf's first visit, deferred.
+    First,
+    /// Expand without a visit: the leaf's value was backed up at its first visit, and its
+    /// priors had to be fetched again (they had left the cache).
+    Reopen,
 }
 
 /// What became of a leaf claimed for expansion.
@@ -305,9 +317,11 @@ impl Search<'_> {
         (batch, more)
     }
 
-    /// Deals with a leaf claimed for expansion: a game end is backed up at once; a leaf seen
-    /// before (deferred) is expanded from the evaluation cache when it is there; anything
-    /// else goes to the evaluator.
+    /// Deals with a leaf claimed for expansion: a game end is backed up at once; a new leaf
+    /// goes to the evaluator for its first visit (backed up without children, deferred; the
+    /// fresh root is expanded at once); a leaf seen before is expanded from the evaluation
+    /// cache and the descent walks on, or, when its priors have left the cache, they are
+    /// fetched again and the leaf is expanded without a second backup of its value.
     fn open_leaf(&mut self, mut path: Path, node: u32) -> Opened {
         self.replay(&path);
         let at_root = path.nodes().len() == 1;
@@ -331,15 +345,15 @@ impl Search<'_> {
         let Some(cache) = self.cache else {
             return Opened::Evaluate(Box::new(pending)); // no cache: expand at the first visit
         };
-        if at_root {
-            return Opened::Evaluate(Box::new(pending));
-        }
         if !visited {
-            pending.defer = true;
+            if !at_root {
+                pending.visit = Visit::First;
+            }
             return Opened::Evaluate(Box::new(pending));
         }
         let key = banyan_nn::cache::cache_key(&pending.planes, &pending.policy);
         let Some(eval) = cache.lookup(key, pending.policy.len()) else {
+            pending.visit = Visit::Reopen;
             return Opened::Evaluate(Box::new(pending));
         };
         let edges: Vec<(u16, f32)> = pending
@@ -443,7 +457,7 @@ impl Search<'_> {
             planes: self.history.planes(),
             codes,
             policy,
-            defer: false,
+            visit: Visit::Expand,
         }
     }
 
@@ -461,17 +475,25 @@ impl Search<'_> {
             );
             let [w, d, l] = eval.wdl;
             let depth = pending.path.nodes().len() as u32 - 1;
-            if pending.defer {
-                self.tree.visit_unexpanded(&mut pending.path, w - l, d);
-                self.block.record(self.id, depth, true);
-                continue;
-            }
-            match self.tree.expand(&mut pending.path, &edges, w - l, d) {
-                Ok(_) => self.block.record(self.id, depth, true),
-                Err(e) => {
-                    tracing::debug!("expansion: {e}");
+            match pending.visit {
+                Visit::First => {
+                    self.tree.visit_unexpanded(&mut pending.path, w - l, d);
+                    self.block.record(self.id, depth, true);
+                }
+                Visit::Reopen => {
+                    // No playout: the next descent through the leaf walks into its children.
+                    if let Err(e) = self.tree.expand_without_visit(&mut pending.path, &edges) {
+                        tracing::debug!("re-expansion: {e}");
+                    }
                     self.block.unclaim(self.id);
                 }
+                Visit::Expand => match self.tree.expand(&mut pending.path, &edges, w - l, d) {
+                    Ok(_) => self.block.record(self.id, depth, true),
+                    Err(e) => {
+                        tracing::debug!("expansion: {e}");
+                        self.block.unclaim(self.id);
+                    }
+                },
             }
         }
     }

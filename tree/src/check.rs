@@ -27,7 +27,8 @@ impl fmt::Display for Problem {
 
 impl Arena {
     /// Checks the tree while no worker is descending: every index in range, every node
-    /// reachable once, states valid, no in-flight counts or claims left, and every expanded
+    /// reachable once, states valid (an unexpanded node has at most the one visit of a
+    /// deferred expansion), no in-flight counts or claims left, and every expanded
     /// node's visits equal to 1 + the sum of its children's visits (at least that for proven
     /// nodes, which end descents, and after the arena overflowed). Returns what is wrong.
     pub fn check(&self) -> Vec<Problem> {
@@ -65,7 +66,8 @@ impl Arena {
                 report(i, format!("proven but in expansion state {exp}"));
             }
             match exp {
-                UNEXPANDED if visits != 0 && !lenient => {
+                // One visit without children is a deferred expansion (`visit_unexpanded`).
+                UNEXPANDED if visits > 1 && !lenient => {
                     report(i, format!("unexpanded with {visits} visits"));
                 }
                 EXPANDING => report(i, "still claimed for expansion".into()),

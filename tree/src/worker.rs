@@ -215,13 +215,14 @@ impl Worker<'_> {
     /// collision and should cancel the path.
     pub fn try_begin_expand(&mut self, path: &mut Path) -> bool {
         let node = self.arena.node(path.leaf());
-        // Relaxed: the claim publishes nothing; the expansion is published with release.
+        // Acquire on success: pairs with the release store of `visit_unexpanded`, so a claimer
+        // sees the node's first visit. The claim itself publishes nothing.
         let won = node
             .state
             .compare_exchange(
                 UNEXPANDED,
                 expanding_by(self.id),
-                Ordering::Relaxed,
+                Ordering::Acquire,
                 Ordering::Relaxed,
             )
             .is_ok();
@@ -310,13 +311,34 @@ impl Worker<'_> {
         // The value goes into the journal first, so recovery can finish this backup.
         self.journal
             .begin_backup(path.record, path.nodes.len() as u32, wl, d);
-        // Release: hands the node back to the next claimer, children still absent.
-        self.arena
-            .node(path.leaf())
-            .state
-            .store(UNEXPANDED, Ordering::Release);
+        let leaf = path.leaf();
+        // The claim is kept while the visit lands: the next claimer must see it, or it would
+        // take this for the leaf's first visit too.
         path.claimed = false;
         self.land_path(path, wl, d);
+        // Release: hands the node back with its visit counted (the claimer's acquire CAS in
+        // `try_begin_expand` pairs with it), children still absent.
+        self.arena
+            .node(leaf)
+            .state
+            .store(UNEXPANDED, Ordering::Release);
+    }
+
+    /// Gives the claimed leaf of `path`, visited before (a deferred expansion whose priors had
+    /// to be fetched again), its children WITHOUT a visit, and cancels the descent: the leaf's
+    /// value was backed up at its first visit and must not be backed up twice. The next
+    /// descent through it walks on into its children. On an error the leaf returns to
+    /// unexpanded and the descent is cancelled all the same.
+    pub fn expand_without_visit(
+        &mut self,
+        path: &mut Path,
+        moves: &[(u16, f32)],
+    ) -> Result<(), TreeError> {
+        let result = self.finish_expand(path.leaf(), moves);
+        // Either way the claim is settled: expanded, or handed back by `finish_expand`.
+        path.claimed = false;
+        self.cancel(path);
+        result
     }
 
     /// Marks the claimed leaf of `path` terminal (see [`Arena::set_terminal`]) and backs up its

@@ -71,8 +71,11 @@ impl Batch {
 }
 
 /// One minibatch: descends every path (holding their in-flight counts), then evaluates,
-/// expands and backs up each. Returns the number of descents, or `ArenaFull` once the tree
-/// cannot grow (all paths are finished either way).
+/// expands and backs up each, the way the engine does with deferred expansion: a leaf's first
+/// visit backs up its value without children; its second visit expands it (from the "cache")
+/// and walks on to a child, except for one leaf in eight whose priors must be fetched again (a
+/// cache miss), which is expanded without a visit. Returns the number of descents, or
+/// `ArenaFull` once the tree cannot grow (all paths are finished either way).
 pub fn minibatch(
     worker: &mut Worker<'_>,
     arena: &Arena,
@@ -92,18 +95,44 @@ pub fn minibatch(
             Err(e) => return Err(e),
         }
     }
-    for (path, leaf) in batch.paths.iter_mut().zip(&batch.leaves) {
-        match *leaf {
-            Leaf::Expand(_) => match evaluate(key(arena, seed, path), &mut batch.moves) {
-                Eval::Terminal(wl, d, mate) => worker.terminal(path, wl, d, mate),
-                Eval::Value(wl, d) => {
-                    if !worker.expand(path, &batch.moves, wl, d)? {
-                        full = true;
+    for (path, &first) in batch.paths.iter_mut().zip(&batch.leaves) {
+        let mut leaf = first;
+        loop {
+            match leaf {
+                Leaf::Expand(node) => {
+                    let key = key(arena, seed, path);
+                    match evaluate(key, &mut batch.moves) {
+                        Eval::Terminal(wl, d, mate) => worker.terminal(path, wl, d, mate),
+                        Eval::Value(wl, d) if arena.node_stats(node).visits == 0 => {
+                            worker.visit_unexpanded(path, wl, d)
+                        }
+                        Eval::Value(..) if key % 8 == 3 => {
+                            match worker.expand_without_visit(path, &batch.moves) {
+                                Ok(()) | Err(TreeError::ArenaFull) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Eval::Value(..) => match worker.finish_expand(node, &batch.moves) {
+                            Ok(()) => match worker.resume(path, params) {
+                                Ok(next) => {
+                                    leaf = next;
+                                    continue;
+                                }
+                                Err(TreeError::ArenaFull) => full = true,
+                                Err(e) => return Err(e),
+                            },
+                            Err(TreeError::ArenaFull) => {
+                                full = true;
+                                worker.cancel(path);
+                            }
+                            Err(e) => return Err(e),
+                        },
                     }
                 }
-            },
-            Leaf::Exact { wl, d } => worker.backup(path, wl, d),
-            Leaf::Collision => worker.cancel(path),
+                Leaf::Exact { wl, d } => worker.backup(path, wl, d),
+                Leaf::Collision => worker.cancel(path),
+            }
+            break;
         }
     }
     if full {
