@@ -141,6 +141,41 @@ fn a_killed_evaluator_still_gives_a_bestmove_and_is_restarted() {
 }
 
 #[test]
+fn a_stalled_evaluator_still_gives_a_bestmove_on_time_and_is_replaced() {
+    let (mut engine, kids) = started("fork");
+    let evaluator = nix::unistd::Pid::from_raw(pid_of(&kids, "__evaluator") as i32);
+    engine.send("position startpos");
+    let go = Instant::now();
+    engine.send("go movetime 1000");
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(evaluator, nix::sys::signal::SIGSTOP).unwrap();
+    let lines = engine.read_until_within("bestmove", Duration::from_secs(3));
+    let took = go.elapsed();
+    assert!(
+        took < Duration::from_millis(1200),
+        "bestmove after {took:?}: {lines:?}"
+    );
+    assert!(is_legal(None, &[], &bestmove_of(&lines).0), "{lines:?}");
+    // The next search runs on a new evaluator, in full.
+    engine.send("go nodes 300");
+    let lines = engine.read_until_within("bestmove", Duration::from_secs(20));
+    assert!(
+        !lines.iter().any(|l| l.starts_with("info string error")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(" nodes 300 ")),
+        "the next search was cut short: {lines:?}"
+    );
+    assert!(is_legal(None, &[], &bestmove_of(&lines).0));
+    assert!(
+        !alive(evaluator.as_raw() as u32),
+        "the stalled evaluator was left behind"
+    );
+    engine.quit();
+}
+
+#[test]
 fn a_killed_worker_is_replaced_and_its_virtual_loss_removed() {
     for mode in ["fork", "spawn"] {
         let (mut engine, kids) = started(mode);

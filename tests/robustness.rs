@@ -329,7 +329,11 @@ fn priors(engine: &mut Engine, position: &str) -> BTreeMap<String, f32> {
         .read_until("bestmove")
         .iter()
         .filter_map(|l| {
+            // The root's own `node` line is not a move.
             let rest = l.strip_prefix("info string ")?;
+            if rest.starts_with("node ") {
+                return None;
+            }
             let p = rest.find("(P:")? + 3;
             let prior = rest[p..p + rest[p..].find('%')?].trim().parse().ok()?;
             Some((rest.split_whitespace().next()?.to_string(), prior))

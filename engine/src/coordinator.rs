@@ -22,6 +22,13 @@ use crate::order::{Order, SearchOrder};
 use crate::process::{ProcessMode, SharedFds, WorkerChild};
 use crate::report::{self, Event};
 
+/// How long a search stopped by its node count waits for the playouts in flight to land.
+const NODES_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the workers may take to go idle after the answer before they are killed (an
+/// evaluator that answers takes milliseconds).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The most of the arena (per mille) a tree kept from the last move may fill.
 const MAX_KEPT_PERMILLE: u32 = 400;
 
@@ -176,6 +183,8 @@ struct Running {
     /// Set by `stop`, and by the search itself just before it answers.
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
+    /// Set by the search when the evaluator stopped answering or stalled.
+    evaluator_failed: Arc<AtomicBool>,
 }
 
 /// The engine: configuration, child processes, and the search in progress.
@@ -188,6 +197,8 @@ pub struct Engine {
     /// The last searched position, while the tree still holds its search.
     last: Option<GamePosition>,
     searches: u32,
+    /// The last search found the evaluator dead or stalled: replace it before the next.
+    evaluator_failed: bool,
 }
 
 impl Engine {
@@ -202,6 +213,7 @@ impl Engine {
             running: None,
             last: None,
             searches: 0,
+            evaluator_failed: false,
         }
     }
 
@@ -240,6 +252,9 @@ impl Engine {
     /// Starts (or restarts) whatever is not running: the evaluator, then the workers.
     pub fn ready(&mut self) -> Result<(), String> {
         self.wait();
+        if std::mem::take(&mut self.evaluator_failed) && self.evaluator.take().is_some() {
+            tracing::warn!("the evaluator stopped answering; replacing it");
+        }
         if !self.evaluator.as_mut().is_some_and(|e| e.is_alive()) {
             if self.evaluator.take().is_some() {
                 tracing::warn!("the evaluator had died; restarting it");
@@ -367,6 +382,7 @@ impl Engine {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let ponderhit = Arc::new(AtomicBool::new(false));
+        let evaluator_failed = Arc::new(AtomicBool::new(false));
         let monitor = Monitor {
             pool,
             received,
@@ -382,6 +398,7 @@ impl Engine {
             config: self.config.clone(),
             stop: stop.clone(),
             ponderhit: ponderhit.clone(),
+            evaluator_failed: evaluator_failed.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("search".into())
@@ -410,6 +427,7 @@ impl Engine {
             thread,
             stop,
             ponderhit,
+            evaluator_failed,
         });
     }
 
@@ -444,6 +462,8 @@ impl Engine {
                     self.last = None;
                 }
             }
+            // Relaxed: the join above ordered the search thread's store before this load.
+            self.evaluator_failed |= running.evaluator_failed.load(Ordering::Relaxed);
         }
     }
 
@@ -497,6 +517,7 @@ struct Monitor {
     config: EngineConfig,
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
+    evaluator_failed: Arc<AtomicBool>,
 }
 
 impl Monitor {
@@ -506,6 +527,7 @@ impl Monitor {
         let mut plan = self.limits.time_plan(self.config.move_overhead);
         let mut next_info = start + Duration::from_secs(1);
         let mut stopped_by: Option<StopReason> = None;
+        let mut stopped_at = start;
         let mut eval_lost = false;
         // (new leaves, playouts) when the last new leaf was seen.
         let mut last_new = (0, 0);
@@ -530,6 +552,7 @@ impl Monitor {
                     .or_else(|| (self.pool.arena.hashfull() >= 995).then_some(StopReason::Nodes));
                 if stopped_by.is_some() {
                     self.pool.control.block().request_stop();
+                    stopped_at = Instant::now();
                 }
             }
             let workers_idle = self.workers_idle();
@@ -540,9 +563,17 @@ impl Monitor {
                 ));
                 self.pool.control.block().request_stop();
             }
+            // A search stopped by time, depth or a proof answers at once, whatever the
+            // evaluator is doing; a node count waits for the playouts in flight to land (`go
+            // nodes` is exact), but not for an evaluator that has stalled.
+            let answer_now = match stopped_by {
+                None => false,
+                Some(StopReason::Nodes) => stopped_at.elapsed() >= NODES_GRACE,
+                Some(_) => true,
+            };
             // Ponder and infinite searches print their move only after stop or ponderhit.
             let may_finish = !(self.limits.infinite || self.limits.ponder);
-            if (workers_idle || eval_lost) && may_finish {
+            if (workers_idle || eval_lost || answer_now) && may_finish {
                 break;
             }
             if Instant::now() >= next_info {
@@ -561,11 +592,16 @@ impl Monitor {
                 self.pool.cache.as_deref(),
             )));
         }
-        let (best, ponder) = report::best_move(&self.pool.arena, &self.board);
+        let (best, ponder) = report::best_move(&self.pool.arena, &self.position);
         // From here on the engine counts as idle: the GUI may change options at once.
         self.stop.store(true, Ordering::Relaxed);
         events(Event::BestMove { best, ponder });
-        self.wait_workers(Duration::from_secs(2));
+        // Workers still waiting on the evaluator after this are killed: it has stalled, and
+        // is replaced before the next search.
+        let stalled = !self.wait_workers(DRAIN_TIMEOUT);
+        if eval_lost || stalled || self.eval_failed() {
+            self.evaluator_failed.store(true, Ordering::Relaxed);
+        }
         self.pool
     }
 
@@ -638,8 +674,8 @@ impl Monitor {
     }
 
     /// Waits for every worker to go idle; one that does not within `timeout` is killed (and
-    /// replaced before the next search).
-    fn wait_workers(&mut self, timeout: Duration) {
+    /// replaced before the next search). Returns whether all went idle by themselves.
+    fn wait_workers(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while !self.workers_idle() {
             if Instant::now() >= deadline {
@@ -650,9 +686,10 @@ impl Monitor {
                         w.kill();
                     }
                 }
-                return;
+                return false;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
+        true
     }
 }

@@ -161,19 +161,25 @@ fn ranked(arena: &Arena) -> Vec<ChildStats> {
     children
 }
 
-/// The move to play and the expected reply (to ponder on).
-pub fn best_move(arena: &Arena, board: &Board) -> (Option<Move>, Option<Move>) {
+/// The move to play in `position` and the expected reply (to ponder on).
+pub fn best_move(arena: &Arena, position: &GamePosition) -> (Option<Move>, Option<Move>) {
+    let history = position.history();
+    let board = history.current();
     let ranked = ranked(arena);
     // The tree is shared memory: a GUI must never see an illegal move, whatever it holds.
     let best = ranked.iter().find(|c| board.is_legal(moves::decode(c.mv)));
     let Some(best) = best else {
-        // The root was never expanded (no time at all): any legal move beats none.
-        let mut first = None;
+        // The root was never expanded (no time at all, or no evaluator): the heuristic's
+        // choice beats none.
+        let mut legal = Vec::new();
         board.generate_moves(|m| {
-            first = m.into_iter().next();
-            true
+            legal.extend(m);
+            false
         });
-        return (first, None);
+        return (
+            (!legal.is_empty()).then(|| fallback_move(position, &legal)),
+            None,
+        );
     };
     let ponder = best
         .node

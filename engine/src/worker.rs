@@ -18,6 +18,9 @@ use crate::control::Control;
 use crate::moves;
 use crate::order::{Order, SearchOrder};
 
+/// An evaluator that has not answered a minibatch within this time is taken for dead.
+const EVALUATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A search ends once the root has this many visits, far below where the 32-bit visit
 /// counters could wrap (descents that end at exact values cost no evaluation and can add
 /// millions of visits a second).
@@ -111,8 +114,11 @@ impl WorkerProcess {
 }
 
 fn connect(socket: &FsPath, cache: Option<Arc<EvalCache>>) -> Result<EvalClient, String> {
-    let client =
+    let mut client =
         EvalClient::connect(socket).map_err(|e| format!("cannot reach the evaluator: {e}"))?;
+    client
+        .set_timeout(Some(EVALUATOR_TIMEOUT))
+        .map_err(|e| format!("evaluator socket: {e}"))?;
     Ok(match cache {
         Some(cache) => client.with_cache(cache),
         None => client,
