@@ -236,3 +236,50 @@ fn chess960_positions_and_castling_notation() {
     assert_eq!(bestmove_of(&engine.read_until("bestmove")).0, "e1g1");
     engine.quit();
 }
+
+/// Every value the options offer works: the largest `Threads` with the smallest `Hash` and the
+/// largest `Hash` both search for real (no fallback move); values beyond the offered range are
+/// refused with an error and the previous setting stays.
+#[test]
+fn the_extreme_values_options_offer_all_search() {
+    let mut engine = Engine::start();
+    engine.send("uci");
+    let options = engine.read_until("uciok");
+    let max = |name: &str| -> String {
+        let line = options
+            .iter()
+            .find(|l| l.starts_with(&format!("option name {name} type spin")))
+            .unwrap_or_else(|| panic!("no {name} option"));
+        info_field(line, "max").unwrap()
+    };
+    let (threads, hash) = (max("Threads"), max("Hash"));
+    for (t, h) in [(threads.as_str(), "1"), ("1", hash.as_str()), ("2", "1")] {
+        engine.send(&format!("setoption name Threads value {t}"));
+        engine.send(&format!("setoption name Hash value {h}"));
+        engine.send("position startpos");
+        engine.send("go nodes 200");
+        let lines = engine.read_until_within("bestmove", Duration::from_secs(60));
+        assert!(
+            !lines.iter().any(|l| l.starts_with("info string error")),
+            "Threads {t} Hash {h}: {lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains(" nodes 200 ")),
+            "Threads {t} Hash {h}: {lines:?}"
+        );
+    }
+    let over = |v: &str| (v.parse::<u64>().unwrap() + 1).to_string();
+    for (name, value) in [("Threads", over(&threads)), ("Hash", over(&hash))] {
+        engine.send(&format!("setoption name {name} value {value}"));
+        engine.send("isready");
+        let lines = engine.read_until("readyok");
+        assert!(
+            lines.iter().any(|l| l.starts_with("info string error")),
+            "{name} {value} was accepted: {lines:?}"
+        );
+    }
+    engine.send("go nodes 200");
+    let lines = engine.read_until("bestmove");
+    assert!(lines.iter().any(|l| l.contains(" nodes 200 ")), "{lines:?}");
+    engine.quit();
+}

@@ -40,7 +40,7 @@ const DECLS: &[Decl] = &[
         kind: Kind::Spin {
             default: 2,
             min: 1,
-            max: 128,
+            max: banyan_engine::MAX_THREADS as i64,
         },
     },
     Decl {
@@ -48,7 +48,7 @@ const DECLS: &[Decl] = &[
         kind: Kind::Spin {
             default: 256,
             min: 1,
-            max: 65536,
+            max: banyan_engine::MAX_HASH_MB as i64,
         },
     },
     Decl {
@@ -312,6 +312,10 @@ mod tests {
         let cases: &[(&str, Option<&str>, Result<Value, ()>)] = &[
             ("threads", Some("4"), Ok(Value::Int(4))),
             ("Threads", Some("0"), Err(())),
+            ("Threads", Some("64"), Ok(Value::Int(64))),
+            ("Threads", Some("65"), Err(())),
+            ("Hash", Some("16384"), Ok(Value::Int(16384))),
+            ("Hash", Some("16385"), Err(())),
             ("Threads", Some("99999999999999999999999"), Err(())),
             ("Hash", Some("abc"), Err(())),
             ("Ponder", Some("TRUE"), Ok(Value::Bool(true))),

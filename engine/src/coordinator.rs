@@ -22,6 +22,12 @@ use crate::order::{Order, SearchOrder};
 use crate::process::{ProcessMode, SharedFds, WorkerChild};
 use crate::report::{self, Event};
 
+/// The most worker processes (`Threads`).
+pub const MAX_THREADS: u32 = MAX_WORKERS as u32;
+
+/// The largest tree (`Hash`, MiB).
+pub const MAX_HASH_MB: u64 = banyan_tree::MAX_HASH_MB;
+
 /// How long a search stopped by its node count waits for the playouts in flight to land.
 const NODES_GRACE: Duration = Duration::from_secs(1);
 
@@ -131,8 +137,9 @@ struct Pool {
 
 impl Pool {
     fn start(config: &EngineConfig, exe: &Path) -> std::io::Result<Pool> {
-        let threads = config.threads.clamp(1, MAX_WORKERS as u32);
-        let arena = Arena::create(config.hash_mb << 20, threads).map_err(std::io::Error::other)?;
+        let threads = config.threads.clamp(1, MAX_THREADS);
+        let arena =
+            Arena::create_hash_mb(config.hash_mb, threads).map_err(std::io::Error::other)?;
         let control = Control::create()?;
         let cache = match config.nncache_mb {
             0 => None,

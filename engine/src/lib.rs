@@ -17,7 +17,7 @@ pub mod report;
 mod shm;
 mod worker;
 
-pub use coordinator::{Engine, EngineConfig, GoRequest};
+pub use coordinator::{Engine, EngineConfig, GoRequest, MAX_HASH_MB, MAX_THREADS};
 pub use limits::{Clock, Limits};
 pub use moves::GamePosition;
 pub use process::{ProcessMode, WORKER_ROLE, worker_main};

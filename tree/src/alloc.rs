@@ -1,10 +1,11 @@
-//! Lock-free allocation: each worker takes 1024-block chunks with one compare-and-swap on the
-//! half's cursor and carves nodes from the chunk's front and child arrays from its back.
+//! Lock-free allocation: each worker takes chunks of blocks (1024, fewer in a small arena) with
+//! one compare-and-swap on the half's cursor and carves nodes from the chunk's front and child
+//! arrays from its back.
 
 use std::sync::atomic::Ordering;
 
 use crate::TreeError;
-use crate::arena::{Arena, BLOCK_WORDS, CHUNK_BLOCKS};
+use crate::arena::{Arena, BLOCK_WORDS};
 
 /// A process-local allocator over one chunk of one half.
 pub(crate) struct ChunkAlloc {
@@ -58,8 +59,9 @@ impl ChunkAlloc {
 
     /// `words` consecutive words (uninitialised).
     pub fn words(&mut self, arena: &Arena, words: u32) -> Result<u32, TreeError> {
-        debug_assert!(words <= CHUNK_BLOCKS * BLOCK_WORDS);
-        if self.back < words || self.back - words < self.front * BLOCK_WORDS {
+        debug_assert!(words <= arena.chunk_blocks() * BLOCK_WORDS);
+        // A loop: the last chunk of a half may be too small, and is then left unused.
+        while self.back < words || self.back - words < self.front * BLOCK_WORDS {
             self.refill(arena)?;
         }
         self.back -= words;
@@ -71,14 +73,15 @@ impl ChunkAlloc {
         let header = arena.header();
         let cursor = &header.cursor[self.half as usize];
         let limit = arena.half_start(self.half) + arena.half_blocks();
+        let chunk = arena.chunk_blocks();
         // Relaxed: the cursor only hands out disjoint ranges; their contents are published
         // later by release stores of slots and states.
         let taken = cursor.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-            (c < limit).then(|| c + CHUNK_BLOCKS.min(limit - c))
+            (c < limit).then(|| c + chunk.min(limit - c))
         });
         match taken {
             Ok(start) => {
-                let end = start + CHUNK_BLOCKS.min(limit - start);
+                let end = start + chunk.min(limit - start);
                 self.front = start;
                 self.back = end * BLOCK_WORDS;
                 Ok(())

@@ -24,11 +24,17 @@ const MAGIC: u64 = u64::from_le_bytes(*b"BANYAN01");
 pub const MAX_WORKERS: u32 = 64;
 /// Blocks per allocation chunk (Monty's 1024-node chunks).
 pub(crate) const CHUNK_BLOCKS: u32 = 1024;
+/// The smallest chunk: it still holds the largest child array (`1 + MAX_MOVES` words).
+const MIN_CHUNK_BLOCKS: u32 = 64;
+const _: () = assert!(MIN_CHUNK_BLOCKS * BLOCK_WORDS > crate::slot::MAX_MOVES as u32);
 /// Words per block.
 pub(crate) const BLOCK_WORDS: u32 = 8;
 const BLOCK_BYTES: u64 = 32;
 /// Word indices are u32, so the region is at most 16 GiB.
 const MAX_REGION_BYTES: u64 = (u32::MAX as u64 + 1) * 4;
+
+/// The largest `Hash` (MiB of tree) an arena can hold.
+pub const MAX_HASH_MB: u64 = MAX_REGION_BYTES >> 20;
 
 /// The arena header, at offset 0 of the mapping.
 #[repr(C)]
@@ -119,9 +125,12 @@ impl Arena {
         Ok(arena)
     }
 
-    /// [`Arena::create`] sized by the UCI `Hash` option, in MiB.
+    /// [`Arena::create`] sized by the UCI `Hash` option: `hash_mb` MiB of tree (both halves),
+    /// plus the header and the workers' journals on top, so that any `Hash` from 1 to
+    /// [`MAX_HASH_MB`] works with any number of workers.
     pub fn create_hash_mb(hash_mb: u64, workers: u32) -> Result<Arena, TreeError> {
-        Arena::create(hash_mb.saturating_mul(1 << 20), workers)
+        let tree = hash_mb.saturating_mul(1 << 20);
+        Arena::create(tree.saturating_add(region_offset(workers)), workers)
     }
 
     /// Maps an arena created by another process from an inherited descriptor (for example one
@@ -251,6 +260,12 @@ impl Arena {
         self.half_blocks
     }
 
+    /// Blocks per allocation chunk: [`CHUNK_BLOCKS`], less in a small arena shared by many
+    /// workers, so that their chunks take at most about 1/16 of a half at once.
+    pub(crate) fn chunk_blocks(&self) -> u32 {
+        (self.half_blocks / (16 * self.workers)).clamp(MIN_CHUNK_BLOCKS, CHUNK_BLOCKS)
+    }
+
     /// First block of `half`.
     pub(crate) fn half_start(&self, half: u32) -> u32 {
         half * self.half_blocks
@@ -338,6 +353,21 @@ mod tests {
             Arena::create(1 << 20, 0),
             Err(TreeError::BadWorker(_))
         ));
+    }
+
+    #[test]
+    fn every_hash_size_works_with_every_worker_count() {
+        for (mb, workers) in [
+            (1, MAX_WORKERS),
+            (1, 1),
+            (3, 17),
+            (MAX_HASH_MB, MAX_WORKERS),
+        ] {
+            let a = Arena::create_hash_mb(mb, workers)
+                .unwrap_or_else(|e| panic!("{mb} {workers}: {e}"));
+            assert!(a.check().is_empty());
+        }
+        assert!(Arena::create_hash_mb(MAX_HASH_MB + 1, 1).is_err());
     }
 
     #[test]

@@ -50,7 +50,7 @@ mod solver;
 mod stats;
 mod worker;
 
-pub use arena::{Arena, MAX_WORKERS};
+pub use arena::{Arena, MAX_HASH_MB, MAX_WORKERS};
 pub use check::Problem;
 pub use node::{ExpansionState, NodeStats, Outcome, Proven};
 pub use puct::PuctParams;

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering;
 use crate::arena::Arena;
 use crate::node::{EXPANDED, expansion};
 
-/// The most moves one child array holds.
-pub const MAX_MOVES: usize = 4096;
+/// The most moves one child array holds (chess needs 218): an array then fits in 32 blocks,
+/// far inside the smallest allocation chunk.
+pub const MAX_MOVES: usize = 255;
 
 /// Bit 31 marks a slot holding a node index.
 pub(crate) const NODE_TAG: u32 = 1 << 31;
