@@ -1,10 +1,11 @@
-//! `banyan bench`: a fixed search over a fixed set of positions, for comparing speed.
+//! `banyan bench`: a fixed search over a fixed set of positions, for comparing speed; with
+//! `--game`, fixed real games replayed ply by ply with tree reuse, as games are played.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use banyan_engine::{Engine, Event, GamePosition, GoRequest, Limits};
+use banyan_engine::{Engine, Event, GamePosition, GoRequest, Info, Limits};
 
 use crate::options::Options;
 
@@ -32,16 +33,61 @@ const POSITIONS: &[&str] = &[
     "8/8/1p1r1k2/p1pPN1p1/P3KnP1/1P6/8/3R4 b - - 0 1",
 ];
 
-/// Searches every position for `nodes` playouts from a fresh tree and prints the totals.
-pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+/// The games of `bench --game` (and of `scripts/measure` for Lc0): `<FEN> | <moves>` lines.
+const GAMES: &str = include_str!("../data/bench/games.txt");
+
+/// An engine with `threads` workers and the network `weights` (or the heuristic), ready.
+fn engine(weights: Option<PathBuf>, threads: u32) -> Result<Engine, String> {
     let mut options = Options::default();
     options.set("Threads", crate::options::Value::Int(threads as i64));
     let mut config = crate::session::engine_config(&options);
     config.weights = weights;
-    let exe = crate::own_exe();
-    let mut engine = Engine::new(exe);
+    let mut engine = Engine::new(crate::own_exe());
     engine.configure(config)?;
     engine.ready()?;
+    Ok(engine)
+}
+
+/// Runs `go nodes <nodes>` on `position`; returns the last info and the time from `go` to
+/// `bestmove`.
+fn search(
+    engine: &mut Engine,
+    position: GamePosition,
+    nodes: u64,
+) -> Result<(Info, Duration), String> {
+    let (tx, rx) = mpsc::channel();
+    let limits = Limits {
+        nodes: Some(nodes),
+        ..Limits::default()
+    };
+    let started = Instant::now();
+    engine.go(
+        position,
+        GoRequest {
+            limits,
+            searchmoves: Vec::new(),
+        },
+        Box::new(move |e| {
+            let _ = tx.send(e);
+        }),
+    );
+    let mut last = None;
+    for event in rx {
+        match event {
+            Event::Info(info) => last = Some(info),
+            Event::Error(e) => return Err(e),
+            Event::BestMove { .. } => break,
+            Event::Verbose(_) => {}
+        }
+    }
+    let took = started.elapsed();
+    engine.wait();
+    Ok((last.ok_or("no info from the search")?, took))
+}
+
+/// Searches every position for `nodes` playouts from a fresh tree and prints the totals.
+pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+    let mut engine = engine(weights, threads)?;
     println!(
         "bench: {} nodes per position, {threads} worker(s), evaluator: {}",
         nodes,
@@ -53,32 +99,7 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
     for (i, fen) in POSITIONS.iter().enumerate() {
         let position = GamePosition::parse(Some(fen), &[] as &[&str], false)?;
         engine.new_game();
-        let (tx, rx) = mpsc::channel();
-        let limits = Limits {
-            nodes: Some(nodes),
-            ..Limits::default()
-        };
-        engine.go(
-            position,
-            GoRequest {
-                limits,
-                searchmoves: Vec::new(),
-            },
-            Box::new(move |e| {
-                let _ = tx.send(e);
-            }),
-        );
-        let mut last = None;
-        for event in rx {
-            match event {
-                Event::Info(info) => last = Some(info),
-                Event::Error(e) => return Err(e),
-                Event::BestMove { .. } => break,
-                Event::Verbose(_) => {}
-            }
-        }
-        engine.wait();
-        let info = last.ok_or("no info from the search")?;
+        let (info, _) = search(&mut engine, position, nodes)?;
         total_nodes += info.nodes;
         total_bytes += info.tree_bytes;
         cache_hit_rate = info.cache_hit_rate;
@@ -98,6 +119,56 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
         "Total nodes: {total_nodes}  Time: {ms} ms  Nodes/second: {}  Bytes/node: {}",
         total_nodes * 1000 / ms,
         total_bytes / total_nodes.max(1)
+    );
+    Ok(())
+}
+
+/// Replays the fixed games ply by ply in one engine (the tree is kept between plies, as in a
+/// game), `go nodes <nodes>` at every ply, and prints new nodes per second of wall time from
+/// `go` to `bestmove`, the median time per move, the cache hit rate and the mean minibatch.
+pub fn run_games(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+    let mut engine = engine(weights, threads)?;
+    println!(
+        "bench --game: go nodes {nodes} at every ply, {threads} worker(s), evaluator: {}",
+        engine.evaluator_description().unwrap_or("?")
+    );
+    let (mut total_nodes, mut total_time) = (0u64, Duration::ZERO);
+    let (mut batches, mut hits) = (Vec::new(), Vec::new());
+    let mut times = Vec::new();
+    for (g, line) in GAMES.lines().filter(|l| !l.starts_with('#')).enumerate() {
+        let (fen, moves) = line.split_once('|').ok_or("a bench game without '|'")?;
+        let moves: Vec<&str> = moves.split_whitespace().collect();
+        engine.new_game();
+        let (mut game_nodes, mut game_time) = (0u64, Duration::ZERO);
+        for ply in 0..moves.len() {
+            let position = GamePosition::parse(Some(fen.trim()), &moves[..ply], false)?;
+            let (info, took) = search(&mut engine, position, nodes)?;
+            game_nodes += info.nodes;
+            game_time += took;
+            times.push(took);
+            batches.extend(info.mean_minibatch);
+            hits.extend(info.cache_hit_rate);
+        }
+        println!(
+            "game {}: {} plies, new nodes {game_nodes}, time {} ms, nodes/s {}",
+            g + 1,
+            moves.len(),
+            game_time.as_millis(),
+            game_nodes * 1000 / game_time.as_millis().max(1) as u64
+        );
+        total_nodes += game_nodes;
+        total_time += game_time;
+    }
+    times.sort();
+    let median = times.get(times.len() / 2).copied().unwrap_or_default();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "Game nodes/second: {}  Median time/move: {} ms  Moves: {}  NNCache hit rate: {:.1}%  Mean minibatch: {:.1}",
+        total_nodes * 1000 / total_time.as_millis().max(1) as u64,
+        median.as_millis(),
+        times.len(),
+        hits.last().copied().unwrap_or(0.0) * 100.0,
+        mean(&batches)
     );
     Ok(())
 }

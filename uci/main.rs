@@ -43,6 +43,9 @@ enum Sub {
         /// Worker processes.
         #[arg(long, default_value_t = 2)]
         threads: u32,
+        /// Replay fixed real games ply by ply with tree reuse (game speed) instead.
+        #[arg(long)]
+        game: bool,
     },
     /// Positions per second of the evaluator alone, per batch size, through the real process
     /// and sockets and as a bare forward pass.
@@ -107,7 +110,11 @@ fn main() -> ExitCode {
             weights,
             nodes,
             threads,
-        }) => bench::run(weights, nodes, threads.max(1)),
+            game,
+        }) => match game {
+            true => bench::run_games(weights, nodes, threads.max(1)),
+            false => bench::run(weights, nodes, threads.max(1)),
+        },
         Some(Sub::Evalbench {
             weights,
             batches,

@@ -49,6 +49,9 @@ pub struct ControlBlock {
     pub depth_sum: AtomicU64,
     /// Deepest playout so far.
     pub seldepth: AtomicU32,
+    /// Minibatches sent to the evaluator, and the leaves in them.
+    pub minibatches: AtomicU64,
+    pub minibatch_leaves: AtomicU64,
     pub workers: [WorkerStatus; MAX_WORKERS],
 }
 
@@ -106,7 +109,14 @@ impl Control {
 impl ControlBlock {
     /// Resets the counters for search number `search`, with a playout budget.
     pub fn begin(&self, search: u32, budget: u64) {
-        for counter in [&self.claimed, &self.done, &self.new_leaves, &self.depth_sum] {
+        for counter in [
+            &self.claimed,
+            &self.done,
+            &self.new_leaves,
+            &self.depth_sum,
+            &self.minibatches,
+            &self.minibatch_leaves,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
         for worker in &self.workers {
@@ -155,6 +165,14 @@ impl ControlBlock {
             self.depth_sum.fetch_add(depth as u64, Ordering::Relaxed);
         }
         self.seldepth.fetch_max(depth, Ordering::Relaxed);
+    }
+
+    /// Records a minibatch of `leaves` sent to the evaluator.
+    pub fn record_minibatch(&self, leaves: usize) {
+        // Relaxed: statistics.
+        self.minibatches.fetch_add(1, Ordering::Relaxed);
+        self.minibatch_leaves
+            .fetch_add(leaves as u64, Ordering::Relaxed);
     }
 
     pub fn stopping(&self) -> bool {

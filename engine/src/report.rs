@@ -41,6 +41,8 @@ pub struct Info {
     pub hashfull: u32,
     /// Share of leaves answered by the evaluation cache.
     pub cache_hit_rate: Option<f64>,
+    /// Mean leaves per minibatch the workers sent to the evaluator in this search.
+    pub mean_minibatch: Option<f64>,
     /// Best lines, best first (`MultiPV` of them).
     pub lines: Vec<Line>,
     /// Arena bytes the tree takes.
@@ -58,6 +60,7 @@ impl Info {
             seldepth: 0,
             hashfull: 0,
             cache_hit_rate: None,
+            mean_minibatch: None,
             lines: vec![Line {
                 score: Score::Cp(0),
                 wdl: [0, 1000, 0],
@@ -260,6 +263,11 @@ pub fn info(
         seldepth: block.seldepth.load(Ordering::Relaxed),
         hashfull: arena.hashfull(),
         cache_hit_rate: cache.map(|c| c.hit_rate()),
+        mean_minibatch: {
+            let batches = block.minibatches.load(Ordering::Relaxed);
+            let leaves = block.minibatch_leaves.load(Ordering::Relaxed);
+            (batches > 0).then(|| leaves as f64 / batches as f64)
+        },
         lines,
         tree_bytes: arena.bytes_used(),
     }

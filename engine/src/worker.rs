@@ -209,7 +209,10 @@ impl Search<'_> {
                     })
                     .collect();
                 match client.send(&inputs) {
-                    Ok(ticket) => self.in_flight.push_back((ticket, batch)),
+                    Ok(ticket) => {
+                        self.block.record_minibatch(batch.len());
+                        self.in_flight.push_back((ticket, batch));
+                    }
                     Err(e) => {
                         self.cancel(batch);
                         return Err(format!("evaluator: {e}"));

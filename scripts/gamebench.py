@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The game benchmark for any UCI engine (scripts/measure runs it for Lc0): replays the games of
+data/bench/games.txt ply by ply in one engine process (so the engine may keep its tree), sends
+`go nodes N` at every ply, and prints new nodes per second of wall time from `go` to
+`bestmove` (new nodes: the engine's last `info ... nodes`) and the median time per move, in
+the layout of `banyan bench --game`.
+
+Usage: gamebench.py --nodes N [--option Name=Value ...] -- ENGINE [ARGS...]
+"""
+import argparse
+import pathlib
+import subprocess
+import sys
+import time
+
+GAMES = pathlib.Path(__file__).resolve().parent.parent / "data" / "bench" / "games.txt"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=800)
+    parser.add_argument("--option", action="append", default=[])
+    parser.add_argument("engine", nargs="+")
+    args = parser.parse_args()
+    engine = subprocess.Popen(args.engine, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def send(line):
+        engine.stdin.write(line + "\n")
+
+    def until(prefix):
+        lines = []
+        while True:
+            line = engine.stdout.readline()
+            if not line:
+                sys.exit(f"the engine exited before '{prefix}'")
+            lines.append(line.strip())
+            if line.startswith(prefix):
+                return lines
+
+    send("uci")
+    until("uciok")
+    for option in args.option:
+        name, value = option.split("=", 1)
+        send(f"setoption name {name} value {value}")
+    send("isready")
+    until("readyok")
+    total_nodes, total_time, times = 0, 0.0, []
+    games = [l for l in GAMES.read_text().splitlines() if l and not l.startswith("#")]
+    for g, line in enumerate(games, 1):
+        fen, moves = (part.strip() for part in line.split("|"))
+        moves = moves.split()
+        send("ucinewgame")
+        game_nodes, game_time = 0, 0.0
+        for ply in range(len(moves)):
+            send(f"position fen {fen} moves {' '.join(moves[:ply])}".rstrip())
+            send("isready")
+            until("readyok")
+            started = time.monotonic()
+            send(f"go nodes {args.nodes}")
+            lines = until("bestmove")
+            took = time.monotonic() - started
+            nodes = 0
+            for l in lines:
+                words = l.split()
+                if words[:1] == ["info"] and "nodes" in words:
+                    nodes = int(words[words.index("nodes") + 1])
+            game_nodes += nodes
+            game_time += took
+            times.append(took)
+        print(f"game {g}: {len(moves)} plies, new nodes {game_nodes}, "
+              f"time {game_time * 1000:.0f} ms, nodes/s {game_nodes / game_time:.0f}")
+        total_nodes += game_nodes
+        total_time += game_time
+    send("quit")
+    engine.wait()
+    times.sort()
+    print(f"Game nodes/second: {total_nodes / total_time:.0f}  "
+          f"Median time/move: {times[len(times) // 2] * 1000:.0f} ms  Moves: {len(times)}")
+
+
+if __name__ == "__main__":
+    main()
