@@ -48,6 +48,9 @@ pub fn info(info: &Info, board: &Board, chess960: bool, show_wdl: bool) -> Vec<S
         attrs.push(UciInfoAttribute::Nodes(info.nodes));
         attrs.push(UciInfoAttribute::Nps(info.nps));
         attrs.push(UciInfoAttribute::HashFull(info.hashfull.min(1000) as u16));
+        if info.tbhits > 0 {
+            attrs.push(UciInfoAttribute::TbHits(info.tbhits));
+        }
     };
     if info.lines.is_empty() {
         let mut attrs = Vec::new();

@@ -147,6 +147,10 @@ const DECLS: &[Decl] = &[
         name: "LogFile",
         kind: Kind::Text { default: "<empty>" },
     },
+    Decl {
+        name: "SyzygyPath",
+        kind: Kind::Text { default: "<empty>" },
+    },
 ];
 
 /// A parsed option value.
@@ -327,6 +331,12 @@ mod tests {
             ("Backend", Some("tpu"), Err(())),
             ("LogFile", None, Ok(Value::Text(String::new()))),
             ("LogFile", Some("<empty>"), Ok(Value::Text(String::new()))),
+            (
+                "SyzygyPath",
+                Some("<empty>"),
+                Ok(Value::Text(String::new())),
+            ),
+            ("syzygypath", Some("/a:/b"), Ok(Value::Text("/a:/b".into()))),
             ("NoSuchOption", Some("1"), Err(())),
         ];
         for (name, value, want) in cases {

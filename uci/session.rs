@@ -109,6 +109,20 @@ impl Session {
                 "WeightsFile: no such file '{path}'; keeping the current evaluator"
             ));
         }
+        if let ("SyzygyPath", Value::Text(paths)) = (name, &value) {
+            let report = self.engine.set_syzygy_path(paths);
+            for error in &report.errors {
+                self.out.error(error);
+            }
+            if report.tables > 0 {
+                self.out.info_string(format_args!(
+                    "Syzygy: found {} tables, up to {} pieces",
+                    report.tables, report.max_pieces
+                ));
+            }
+            self.options.set(name, value);
+            return;
+        }
         let previous = self.options.clone();
         self.options.set(name, value);
         if let Err(e) = self.engine.configure(engine_config(&self.options)) {

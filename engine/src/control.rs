@@ -52,6 +52,8 @@ pub struct ControlBlock {
     /// Minibatches sent to the evaluator, and the leaves in them.
     pub minibatches: AtomicU64,
     pub minibatch_leaves: AtomicU64,
+    /// Tablebase probes that gave a result (the root's and the workers').
+    pub tbhits: AtomicU64,
     pub workers: [WorkerStatus; MAX_WORKERS],
 }
 
@@ -116,6 +118,7 @@ impl ControlBlock {
             &self.depth_sum,
             &self.minibatches,
             &self.minibatch_leaves,
+            &self.tbhits,
         ] {
             counter.store(0, Ordering::Relaxed);
         }

@@ -21,6 +21,7 @@ use crate::moves::{self, GamePosition};
 use crate::order::{Order, SearchOrder};
 use crate::process::{ProcessMode, SharedFds, WorkerChild};
 use crate::report::{self, Event};
+use crate::tablebase::{self, LoadReport};
 
 /// The most worker processes (`Threads`).
 pub const MAX_THREADS: u32 = MAX_WORKERS as u32;
@@ -206,6 +207,8 @@ pub struct Engine {
     searches: u32,
     /// The last search found the evaluator dead or stalled: replace it before the next.
     evaluator_failed: bool,
+    /// `SyzygyPath` as last set, and what loading it found.
+    syzygy: (String, LoadReport),
 }
 
 impl Engine {
@@ -221,7 +224,24 @@ impl Engine {
             last: None,
             searches: 0,
             evaluator_failed: false,
+            syzygy: Default::default(),
         }
+    }
+
+    /// Loads the Syzygy tables under `paths` (directories separated by `:`; empty: none),
+    /// replacing those loaded before, and says what was found. Forked workers are restarted
+    /// before the next search so that they inherit the new tables' mappings; re-executed ones
+    /// open them with their next search order.
+    pub fn set_syzygy_path(&mut self, paths: &str) -> LoadReport {
+        self.wait();
+        if self.syzygy.0 != paths || !self.syzygy.1.errors.is_empty() {
+            if self.config.mode == ProcessMode::Fork {
+                self.pool = None;
+                self.last = None;
+            }
+            self.syzygy = (paths.to_string(), tablebase::load(paths));
+        }
+        self.syzygy.1.clone()
     }
 
     /// Applies a new configuration between searches. A new network is loaded at once (so a bad
@@ -326,6 +346,31 @@ impl Engine {
             .copied()
             .filter(|m| legal.contains(m))
             .collect();
+        // In the tables, only the moves that keep the best result are searched.
+        let (searchmoves, tb_root, tb_probes) = match tablebase_root(&position, &legal) {
+            Some(probe) => {
+                let kept: Vec<Move> = if searchmoves.is_empty() {
+                    probe.moves.clone()
+                } else {
+                    searchmoves
+                        .iter()
+                        .copied()
+                        .filter(|m| probe.moves.contains(m))
+                        .collect()
+                };
+                let outcome = match probe.wdl.game_value() {
+                    1 => banyan_tree::Outcome::Win,
+                    -1 => banyan_tree::Outcome::Loss,
+                    _ => banyan_tree::Outcome::Draw,
+                };
+                match kept.len() {
+                    0 => (searchmoves, None, probe.probes),
+                    n if n == legal.len() => (Vec::new(), Some(outcome), probe.probes),
+                    _ => (kept, Some(outcome), probe.probes),
+                }
+            }
+            None => (searchmoves, None, 0),
+        };
         if legal.is_empty() {
             events(Event::BestMove {
                 best: None,
@@ -367,6 +412,10 @@ impl Engine {
         self.searches = self.searches.wrapping_add(1).max(1);
         let budget = request.limits.nodes.unwrap_or(u64::MAX);
         pool.control.block().begin(self.searches, budget);
+        pool.control
+            .block()
+            .tbhits
+            .fetch_add(tb_probes, Ordering::Relaxed);
         let order = Order::Search(SearchOrder {
             search: self.searches,
             minibatch: self.config.minibatch,
@@ -380,6 +429,7 @@ impl Engine {
             start_fen: position.start_fen.clone(),
             moves: position.moves.iter().map(|&m| moves::encode(m)).collect(),
             searchmoves: searchmoves.iter().map(|&m| moves::encode(m)).collect(),
+            syzygy: tablebase::current_dir().unwrap_or_default(),
         });
         let mut pool = pool;
         for worker in &mut pool.workers {
@@ -403,6 +453,7 @@ impl Engine {
             board,
             position: position.clone(),
             config: self.config.clone(),
+            tb_root,
             stop: stop.clone(),
             ponderhit: ponderhit.clone(),
             evaluator_failed: evaluator_failed.clone(),
@@ -493,6 +544,20 @@ impl Drop for Engine {
     }
 }
 
+/// The tablebases' root filter for `position` (with `legal` moves), when tables are loaded.
+fn tablebase_root(position: &GamePosition, legal: &[Move]) -> Option<tablebase::RootProbe> {
+    if legal.is_empty() || tablebase::current_dir().is_none() {
+        return None;
+    }
+    let mut board = position.start();
+    let mut boards = vec![board.clone()];
+    for &mv in &position.moves {
+        board.play_unchecked(mv);
+        boards.push(board.clone());
+    }
+    tablebase::probe_root(&boards)
+}
+
 /// Wraps the GUI's event sink so that every `bestmove` follows an `info` line with a score:
 /// tournament runners take a move's score from the last one. Where the search gave none (no
 /// time to visit anything, an evaluator that failed), the move itself is shown with a neutral
@@ -522,6 +587,8 @@ struct Monitor {
     board: cozy_chess::Board,
     position: GamePosition,
     config: EngineConfig,
+    /// The root's tablebase result, when the root filter applied.
+    tb_root: Option<banyan_tree::Outcome>,
     stop: Arc<AtomicBool>,
     ponderhit: Arc<AtomicBool>,
     evaluator_failed: Arc<AtomicBool>,
@@ -631,24 +698,30 @@ impl Monitor {
             second_visits: visits.get(1).copied().unwrap_or(0),
             depth: report::average_depth(block),
             playouts_since_new: 0,
-            proven_mate: proven.and_then(|p| match p.outcome {
-                banyan_tree::Outcome::Win => Some((p.plies as u32).div_ceil(2)),
-                _ => None,
-            }),
+            proven_mate: proven
+                .filter(|p| p.plies != banyan_tree::FAR_PLIES)
+                .and_then(|p| match p.outcome {
+                    banyan_tree::Outcome::Win => Some((p.plies as u32).div_ceil(2)),
+                    _ => None,
+                }),
             root_solved: proven.is_some(),
             root_moves: self.root_moves,
         }
     }
 
     fn info(&self, start: Instant) -> report::Info {
-        report::info(
+        let mut info = report::info(
             &self.pool.arena,
             self.pool.control.block(),
             &self.board,
             start.elapsed(),
             self.config.multipv,
             self.pool.cache.as_deref(),
-        )
+        );
+        if let Some(outcome) = self.tb_root {
+            info.apply_tablebase(outcome);
+        }
+        info
     }
 
     /// Whether every worker is done with this search. A worker found dead has its in-flight

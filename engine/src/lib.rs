@@ -15,6 +15,7 @@ mod order;
 pub mod process;
 pub mod report;
 mod shm;
+pub mod tablebase;
 mod worker;
 
 pub use coordinator::{Engine, EngineConfig, GoRequest, MAX_HASH_MB, MAX_THREADS};

@@ -20,6 +20,8 @@ pub struct SearchOrder {
     pub moves: Vec<u16>,
     /// Root moves the search may consider (`go searchmoves`), as tree codes; empty: all.
     pub searchmoves: Vec<u16>,
+    /// The coordinator's checked tablebase directory (see `tablebase`); empty: none.
+    pub syzygy: PathBuf,
 }
 
 /// A message on the command pipe.
@@ -45,7 +47,8 @@ impl Order {
                     codes(&s.moves),
                     codes(&s.searchmoves)
                 );
-                text += &format!("fen {}\nsocket {}\nend\n", s.start_fen, s.socket.display());
+                text += &format!("fen {}\nsocket {}\n", s.start_fen, s.socket.display());
+                text += &format!("syzygy {}\nend\n", s.syzygy.display());
             }
         }
         out.write_all(text.as_bytes())?;
@@ -68,6 +71,7 @@ impl Order {
             start_fen: String::new(),
             moves: Vec::new(),
             searchmoves: Vec::new(),
+            syzygy: PathBuf::new(),
         };
         let mut line = String::new();
         loop {
@@ -93,6 +97,7 @@ impl Order {
                 "searchmoves" => order.searchmoves = codes()?,
                 "fen" => order.start_fen = value.to_string(),
                 "socket" => order.socket = PathBuf::from(value),
+                "syzygy" => order.syzygy = PathBuf::from(value),
                 _ => return Err(bad(line)),
             }
         }
@@ -115,6 +120,17 @@ mod tests {
                 start_fen: "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w HAha - 0 1".into(),
                 moves: vec![12 | 28 << 6, 52 | 36 << 6],
                 searchmoves: vec![],
+                syzygy: PathBuf::from("/tmp/banyan-syzygy-1-0"),
+            }),
+            Order::Search(SearchOrder {
+                search: 8,
+                minibatch: 1,
+                cpuct: 1.0,
+                socket: PathBuf::from("/tmp/eval.sock"),
+                start_fen: "8/8/8/3k4/8/8/8/KR6 w - - 0 1".into(),
+                moves: vec![],
+                searchmoves: vec![1, 2],
+                syzygy: PathBuf::new(),
             }),
         ];
         let mut pipe = Vec::new();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use banyan_nn::cache::EvalCache;
 use banyan_nn::encode::PositionHistory;
-use banyan_tree::{Arena, ChildStats, Outcome};
+use banyan_tree::{Arena, ChildStats, FAR_PLIES, Outcome};
 use cozy_chess::{Board, Move};
 
 use crate::control::ControlBlock;
@@ -47,6 +47,8 @@ pub struct Info {
     pub lines: Vec<Line>,
     /// Arena bytes the tree takes.
     pub tree_bytes: u64,
+    /// Tablebase probes that gave a result.
+    pub tbhits: u64,
 }
 
 impl Info {
@@ -67,6 +69,23 @@ impl Info {
                 pv: best.into_iter().collect(),
             }],
             tree_bytes: 0,
+            tbhits: 0,
+        }
+    }
+
+    /// Scores the lines with the root's tablebase result (the root filter keeps only moves
+    /// that hold it), where the tree has no mate to show.
+    pub fn apply_tablebase(&mut self, outcome: Outcome) {
+        let (score, wdl) = match outcome {
+            Outcome::Win => (Score::Cp(centipawns(1.0)), [1000, 0, 0]),
+            Outcome::Draw => (Score::Cp(0), [0, 1000, 0]),
+            Outcome::Loss => (Score::Cp(-centipawns(1.0)), [0, 0, 1000]),
+        };
+        for line in &mut self.lines {
+            if let Score::Cp(_) = line.score {
+                line.score = score;
+                line.wdl = wdl;
+            }
         }
     }
 }
@@ -126,6 +145,9 @@ pub fn centipawns(q: f32) -> i32 {
 /// The score of choosing `child` (a child of the root), from the root's side to move.
 fn score(child: &ChildStats) -> Score {
     match child.proven {
+        // A tablebase result: certain, without a mate distance.
+        Some(p) if p.plies == FAR_PLIES && p.outcome == Outcome::Loss => Score::Cp(centipawns(1.0)),
+        Some(p) if p.plies == FAR_PLIES && p.outcome == Outcome::Win => Score::Cp(-centipawns(1.0)),
         // The child's side to move loses: we mate in (plies + 1) moves' worth of plies.
         Some(p) if p.outcome == Outcome::Loss => Score::Mate((p.plies as i32 + 2) / 2),
         Some(p) if p.outcome == Outcome::Win => Score::Mate(-((p.plies as i32 + 1) / 2)),
@@ -270,6 +292,7 @@ pub fn info(
         },
         lines,
         tree_bytes: arena.bytes_used(),
+        tbhits: block.tbhits.load(Ordering::Relaxed),
     }
 }
 
@@ -346,11 +369,14 @@ pub fn verbose(arena: &Arena, position: &GamePosition, cache: Option<&EvalCache>
         prior: root.prior,
         wl: (root.visits > 0).then_some(root.wl),
         d: (root.visits > 0).then_some(root.d),
-        mate: root.proven.and_then(|p| match p.outcome {
-            Outcome::Win => Some((p.plies as i32 + 1) / 2),
-            Outcome::Loss => Some(-(p.plies as i32) / 2),
-            Outcome::Draw => None,
-        }),
+        mate: root
+            .proven
+            .filter(|p| p.plies != FAR_PLIES)
+            .and_then(|p| match p.outcome {
+                Outcome::Win => Some((p.plies as i32 + 1) / 2),
+                Outcome::Loss => Some(-(p.plies as i32) / 2),
+                Outcome::Draw => None,
+            }),
         net_value: cache.and_then(|cache| net_value(&history, cache)),
     };
     Verbose { moves, node }

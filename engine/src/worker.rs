@@ -17,6 +17,7 @@ use cozy_chess::{Board, Move};
 use crate::control::Control;
 use crate::moves;
 use crate::order::{Order, SearchOrder};
+use crate::tablebase;
 
 /// An evaluator that has not answered a minibatch within this time is taken for dead.
 const EVALUATOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -83,6 +84,7 @@ impl WorkerProcess {
             ));
         }
         let (_, client) = client.as_mut().expect("connected above");
+        tablebase::ensure(&order.syzygy);
         let start =
             Board::from_fen(&order.start_fen, true).map_err(|e| format!("bad start FEN: {e:?}"))?;
         let mut history = PositionHistory::new(start);
@@ -392,8 +394,8 @@ impl Search<'_> {
     }
 
     /// Scores game ends: mate, stalemate, and (below the root) the 50-move rule, dead
-    /// positions and repetitions, which Lc0 also scores as draws inside the tree, and a mate
-    /// in one for the side to move.
+    /// positions and repetitions, which Lc0 also scores as draws inside the tree, a mate in
+    /// one for the side to move, and tablebase results.
     fn classify(&self, legal: &[Move], at_root: bool) -> LeafKind {
         let board = self.history.current();
         if legal.is_empty() {
@@ -429,6 +431,34 @@ impl Search<'_> {
                 wl: 1.0,
                 d: 0.0,
                 mate: Some(1),
+            };
+        }
+        // Right after a capture or pawn move (the fifty-move counter at zero) the tables'
+        // result is the game's; cursed wins and blessed losses are draws.
+        if !at_root
+            && board.halfmove_clock() == 0
+            && let Some(wdl) = tablebase::probe_wdl(board)
+        {
+            self.block
+                .tbhits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let far = Some(banyan_tree::FAR_PLIES);
+            return match wdl.game_value() {
+                1 => LeafKind::End {
+                    wl: 1.0,
+                    d: 0.0,
+                    mate: far,
+                },
+                -1 => LeafKind::End {
+                    wl: -1.0,
+                    d: 0.0,
+                    mate: far,
+                },
+                _ => LeafKind::End {
+                    wl: 0.0,
+                    d: 1.0,
+                    mate: None,
+                },
             };
         }
         LeafKind::Open

@@ -52,7 +52,7 @@ mod worker;
 
 pub use arena::{Arena, MAX_HASH_MB, MAX_WORKERS};
 pub use check::Problem;
-pub use node::{ExpansionState, NodeStats, Outcome, Proven};
+pub use node::{ExpansionState, FAR_PLIES, NodeStats, Outcome, Proven};
 pub use puct::PuctParams;
 pub use slot::MAX_MOVES;
 pub use stats::ChildStats;

@@ -216,6 +216,10 @@ impl Outcome {
     }
 }
 
+/// The plies of a proven win or loss whose distance to mate is unknown (a tablebase result)
+/// or beyond 254 plies: reported without a mate distance.
+pub const FAR_PLIES: u8 = u8::MAX;
+
 /// A proven result: the outcome for the side to move and, for a win or loss, the distance to
 /// mate in plies (saturating at 255).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
