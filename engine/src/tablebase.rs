@@ -107,6 +107,9 @@ pub struct RootProbe {
     pub moves: Vec<Move>,
     /// The root's result for the side to move, the fifty-move rule counted.
     pub wdl: Wdl,
+    /// The root's distance to zeroing in plies (positive: winning, negative: losing), when
+    /// the DTZ tables answered.
+    pub dtz: Option<i32>,
     /// Positions probed.
     pub probes: u64,
 }
@@ -469,12 +472,7 @@ fn dtz_root(
         let mv = legal.iter().copied().find(|m| {
             m.from as u8 == r.from_square && m.to as u8 == r.to_square && m.promotion == promotion
         })?;
-        let dtz = r.dtz as i32;
-        let v = match Wdl::from_probe(r.wdl) {
-            Wdl::Win | Wdl::CursedWin => dtz,
-            Wdl::Loss | Wdl::BlessedLoss => -dtz,
-            Wdl::Draw => 0,
-        };
+        let v = signed(Wdl::from_probe(r.wdl), r.dtz as i32);
         ranked.push((mv, rank(v, cnt50, repeated)));
     }
     // Every legal move must have been scored, or the filter could drop a good one.
@@ -489,8 +487,18 @@ fn dtz_root(
             .map(|&(m, _)| m)
             .collect(),
         wdl: Wdl::from_probe(root.wdl),
+        dtz: Some(signed(Wdl::from_probe(root.wdl), root.dtz as i32)),
         probes: 1 + legal.len() as u64,
     })
+}
+
+/// A distance to zeroing with the sign of the result `wdl`.
+fn signed(wdl: Wdl, dtz: i32) -> i32 {
+    match wdl {
+        Wdl::Win | Wdl::CursedWin => dtz,
+        Wdl::Loss | Wdl::BlessedLoss => -dtz,
+        Wdl::Draw => 0,
+    }
 }
 
 /// Stockfish's and Lc0's rank of a root move whose signed distance to zeroing is `v` (plies,
@@ -536,6 +544,7 @@ fn wdl_root(tables: &TableBases<Adapter>, board: &Board, legal: &[Move]) -> Opti
             .map(|&(m, _)| m)
             .collect(),
         wdl: best,
+        dtz: None,
         probes: legal.len() as u64,
     })
 }
@@ -618,7 +627,7 @@ mod tests {
     fn ranks_follow_stockfish() {
         assert_eq!(rank(5, 0, false), rank(60, 30, false)); // both win in time: alike
         assert!(rank(5, 0, true) > rank(7, 0, true)); // after a repetition: fastest
-        assert!(rank(5, 90, false) > rank(7, 90, false)); // no slack left: fastest
+        assert!(rank(5, 96, false) > rank(7, 96, false)); // no slack left: fastest
         assert!(rank(1, 0, false) > rank(0, 0, false));
         assert!(rank(0, 0, false) > rank(-3, 0, false));
         assert!(rank(-60, 0, false) > rank(-3, 0, false)); // a loss the rule may save
