@@ -103,6 +103,34 @@ fn probes_match_the_known_answers() {
         tablebase::probe_wdl(&board("4k3/8/8/8/8/8/8/RNB1K3 w - - 0 1")),
         None
     );
+    // Without DTZ tables the root filter falls back on WDL probes of the moves.
+    let wdl_only = std::env::temp_dir().join(format!("banyan-syzygy-wdl-{}", std::process::id()));
+    std::fs::create_dir_all(&wdl_only).unwrap();
+    for entry in std::fs::read_dir(TABLES).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "rtbw") {
+            std::os::unix::fs::symlink(entry.path(), wdl_only.join(entry.file_name())).unwrap();
+        }
+    }
+    let report = tablebase::load(wdl_only.to_str().unwrap());
+    assert_eq!(report.tables, 35, "{report:?}");
+    let b = board("8/8/8/3k4/8/8/8/KR6 w - - 0 1");
+    let root = tablebase::probe_root(std::slice::from_ref(&b)).expect("WDL fallback");
+    assert_eq!((root.wdl, root.dtz), (Wdl::Win, None));
+    for &mv in &root.moves {
+        let mut after = b.clone();
+        after.play(mv);
+        assert_eq!(
+            tablebase::probe_wdl(&after),
+            Some(Wdl::Loss),
+            "{mv} keeps the win"
+        );
+    }
+    assert!(
+        root.moves.len() > 1 && root.moves.len() < 16,
+        "{:?}",
+        root.moves
+    );
+    let _ = std::fs::remove_dir_all(&wdl_only);
     // Two directories, one of them missing: the other's tables load, the missing one is named.
     let report = tablebase::load(&format!("/nonexistent/syzygy:{TABLES}"));
     assert_eq!(report.tables, 35);
@@ -169,7 +197,7 @@ fn random_positions(count: usize) -> Vec<Board> {
                     sq.rank(),
                     cozy_chess::Rank::First | cozy_chess::Rank::Eighth
                 );
-                ok &= !used.contains(&sq) && !(piece == Piece::Pawn && back);
+                ok &= !(used.contains(&sq) || (piece == Piece::Pawn && back));
                 used.push(sq);
                 *builder.square_mut(sq) = Some((piece, color));
             }
@@ -241,11 +269,12 @@ fn probes_match_python_chess_on_random_positions() {
     tablebase::load("");
 }
 
-fn start_with_tables(path: &str) -> (Engine, Vec<String>) {
+fn start_with_tables(path: &str, mode: &str) -> (Engine, Vec<String>) {
     let mut engine = Engine::start();
     engine.send("uci");
     engine.read_until("uciok");
     engine.send("setoption name Threads value 1");
+    engine.send(&format!("setoption name ProcessMode value {mode}"));
     engine.send(&format!("setoption name SyzygyPath value {path}"));
     engine.send("isready");
     let lines = engine.read_until_within("readyok", Duration::from_secs(30));
@@ -257,12 +286,20 @@ fn go_reports_tbhits_and_the_proven_result() {
     if !tables_or_skip("go_reports_tbhits_and_the_proven_result") {
         return;
     }
-    let (mut engine, lines) = start_with_tables(TABLES);
+    // Forked workers inherit the tables; re-executed ones open them.
+    for mode in ["fork", "spawn"] {
+        go_reports_tbhits_in(mode);
+    }
+}
+
+fn go_reports_tbhits_in(mode: &str) {
+    let (mut engine, lines) = start_with_tables(TABLES, mode);
     assert!(
         lines.contains(&"info string Syzygy: found 35 tables, up to 4 pieces".to_string()),
         "{lines:?}"
     );
-    // KRvKP (4 pieces), a win for White; KNvKP, a draw.
+    // KRvKP (4 pieces), a win for White; KNvKP, a draw. Their captures are probed in the
+    // search, beyond the root's own probes (one per legal move and the root).
     for (fen, score) in [
         ("8/8/8/3k4/8/6p1/8/KR6 w - - 0 1", "12780"),
         ("8/8/8/4k3/8/1p6/8/K1N5 w - - 0 1", "0"),
@@ -279,7 +316,12 @@ fn go_reports_tbhits_and_the_proven_result() {
             .expect("tbhits")
             .parse()
             .unwrap();
-        assert!(hits > 0, "{last_info}");
+        let mut root_probes = 1;
+        board(fen).generate_moves(|m| {
+            root_probes += m.len() as u64;
+            false
+        });
+        assert!(hits > root_probes, "{mode}: {last_info}");
         assert_eq!(
             info_field(last_info, "cp").as_deref(),
             Some(score),
@@ -321,7 +363,7 @@ fn bad_paths_and_files_report_errors_and_the_engine_plays_on() {
         ),
     ];
     for (path, errors, found) in cases {
-        let (mut engine, lines) = start_with_tables(&path);
+        let (mut engine, lines) = start_with_tables(&path, "fork");
         for error in errors {
             assert!(
                 lines

@@ -535,6 +535,9 @@ impl Engine {
             }
         }
         self.evaluator = None;
+        if !std::mem::take(&mut self.syzygy).0.is_empty() {
+            tablebase::load(""); // removes the checked directory
+        }
     }
 }
 

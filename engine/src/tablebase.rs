@@ -118,6 +118,9 @@ pub struct RootProbe {
 struct Loaded {
     tables: TableBases<Adapter>,
     max_pieces: u32,
+    /// The tables (like `KRvK`) with a DTZ file: the prober must not be asked for a DTZ it
+    /// lacks (a failed table stops its WDL probes too).
+    dtz: Vec<String>,
     /// The checked directory the prober reads.
     dir: PathBuf,
     /// The process that made `dir` (it removes it); `None` when opened from another's.
@@ -274,7 +277,11 @@ pub fn load(paths: &str) -> LoadReport {
         .filter_map(|s| table_pieces(s))
         .max()
         .unwrap_or(0);
-    match open(&dir, max_pieces, Some(std::process::id())) {
+    let dtz = files
+        .iter()
+        .filter_map(|(n, _)| n.strip_suffix(".rtbz").map(str::to_string))
+        .collect();
+    match open(&dir, max_pieces, dtz, Some(std::process::id())) {
         Ok(()) => {
             report.tables = wdl.len();
             report.max_pieces = max_pieces;
@@ -290,7 +297,7 @@ pub fn load(paths: &str) -> LoadReport {
     report
 }
 
-fn open(dir: &Path, max_pieces: u32, owner: Option<u32>) -> Result<(), String> {
+fn open(dir: &Path, max_pieces: u32, dtz: Vec<String>, owner: Option<u32>) -> Result<(), String> {
     let text = dir
         .to_str()
         .ok_or_else(|| format!("Syzygy: {} is not a UTF-8 path", dir.display()))?;
@@ -299,6 +306,7 @@ fn open(dir: &Path, max_pieces: u32, owner: Option<u32>) -> Result<(), String> {
     replace(Some(Loaded {
         tables,
         max_pieces,
+        dtz,
         dir: dir.to_path_buf(),
         owner,
     }));
@@ -335,7 +343,8 @@ pub fn ensure(dir: &Path) {
         })
         .max()
         .unwrap_or(0);
-    if let Err(e) = open(dir, max_pieces, None) {
+    // Workers probe WDL only.
+    if let Err(e) = open(dir, max_pieces, Vec::new(), None) {
         tracing::warn!("{e}");
     }
 }
@@ -416,8 +425,31 @@ pub fn probe_root(history: &[Board]) -> Option<RootProbe> {
     if legal.is_empty() {
         return None;
     }
-    dtz_root(&t.tables, board, &legal, repeated(history))
+    has_dtz(t, board)
+        .then(|| dtz_root(&t.tables, board, &legal, repeated(history)))
+        .flatten()
         .or_else(|| wdl_root(&t.tables, board, &legal))
+}
+
+/// Whether the DTZ table of `board`'s material is loaded.
+fn has_dtz(t: &Loaded, board: &Board) -> bool {
+    let side = |c: Color| {
+        let mut name = String::from("K");
+        for (piece, letter) in [
+            (Piece::Queen, 'Q'),
+            (Piece::Rook, 'R'),
+            (Piece::Bishop, 'B'),
+            (Piece::Knight, 'N'),
+            (Piece::Pawn, 'P'),
+        ] {
+            let n = (board.pieces(piece) & board.colors(c)).len() as usize;
+            name.extend(std::iter::repeat_n(letter, n));
+        }
+        name
+    };
+    let (white, black) = (side(Color::White), side(Color::Black));
+    let names = [format!("{white}v{black}"), format!("{black}v{white}")];
+    t.dtz.iter().any(|d| names.contains(d))
 }
 
 /// Whether a position since the last zeroing move occurs twice.
@@ -602,7 +634,7 @@ fn warm(stem: &str) {
             legal.extend(m);
             false
         });
-        if !legal.is_empty() {
+        if !legal.is_empty() && has_dtz(t, &board) {
             let _ = dtz_root(&t.tables, &board, &legal, false);
         }
         return;
