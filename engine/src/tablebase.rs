@@ -401,7 +401,14 @@ pub fn probe_wdl(board: &Board) -> Option<Wdl> {
     if !probeable(board, t.max_pieces) {
         return None;
     }
-    wdl_raw(&t.tables, board)
+    guarded(|| wdl_raw(&t.tables, board))
+}
+
+/// Runs a probe; a panic in the prober (it maps files as it goes) reads as no answer.
+fn guarded<T>(probe: impl FnOnce() -> Option<T>) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe))
+        .ok()
+        .flatten()
 }
 
 /// The root filter for the game's current position (`history`: the positions since the game's
@@ -426,9 +433,9 @@ pub fn probe_root(history: &[Board]) -> Option<RootProbe> {
         return None;
     }
     has_dtz(t, board)
-        .then(|| dtz_root(&t.tables, board, &legal, repeated(history)))
+        .then(|| guarded(|| dtz_root(&t.tables, board, &legal, repeated(history))))
         .flatten()
-        .or_else(|| wdl_root(&t.tables, board, &legal))
+        .or_else(|| guarded(|| wdl_root(&t.tables, board, &legal)))
 }
 
 /// Whether the DTZ table of `board`'s material is loaded.
@@ -628,14 +635,14 @@ fn warm(stem: &str) {
         let Ok(board) = builder.build() else {
             continue;
         };
-        let _ = wdl_raw(&t.tables, &board);
+        let _ = guarded(|| wdl_raw(&t.tables, &board));
         let mut legal = Vec::new();
         board.generate_moves(|m| {
             legal.extend(m);
             false
         });
         if !legal.is_empty() && has_dtz(t, &board) {
-            let _ = dtz_root(&t.tables, &board, &legal, false);
+            let _ = guarded(|| dtz_root(&t.tables, &board, &legal, false));
         }
         return;
     }
