@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use banyan_engine::tablebase::{self, Wdl};
 use common::{Engine, info_field, skip};
-use cozy_chess::{Board, BoardBuilder, Color, Piece, Square};
+use cozy_chess::{Board, BoardBuilder, Color, Move, Piece, Square};
 
 const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/syzygy");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/syzygy.py");
@@ -161,7 +161,8 @@ impl Rng {
 }
 
 /// `count` random legal positions of the tables' material (3 and 4 pieces), either side to
-/// move, with at least one legal move (the root probe needs one).
+/// move, with at least one legal move (the root probe needs one), and a tenth more right after
+/// a double pawn step that can be taken en passant.
 fn random_positions(count: usize) -> Vec<Board> {
     let mut stems: Vec<String> = std::fs::read_dir(TABLES)
         .expect("tables")
@@ -174,6 +175,7 @@ fn random_positions(count: usize) -> Vec<Board> {
     stems.sort();
     let mut rng = Rng(0x5eed_1234_abcd_0014);
     let mut out = Vec::new();
+    let mut eps = 0;
     while out.len() < count {
         let stem = &stems[rng.below(stems.len())];
         let (strong, weak) = stem.split_once('v').expect("table name");
@@ -208,13 +210,76 @@ fn random_positions(count: usize) -> Vec<Board> {
             Color::Black
         };
         // cozy-chess accepts touching kings; the tables do not cover them.
-        if let (true, Ok(b)) = (ok, builder.build())
-            && b.generate_moves(|_| true)
-            && (cozy_chess::get_king_moves(b.king(Color::White)) & b.pieces(Piece::King)).is_empty()
+        let Ok(mut b) = builder.build() else {
+            continue;
+        };
+        if !ok
+            || !(cozy_chess::get_king_moves(b.king(Color::White)) & b.pieces(Piece::King))
+                .is_empty()
         {
+            continue;
+        }
+        // Half the time a double pawn step is played first, for en-passant positions.
+        let mut double = None;
+        b.generate_moves(|moves| {
+            double = double.or(moves.into_iter().find(|m| {
+                moves.piece == Piece::Pawn && (m.from.rank() as i32 - m.to.rank() as i32).abs() == 2
+            }));
+            false
+        });
+        if let Some(mv) = double.filter(|_| rng.below(2) == 0) {
+            b.play(mv);
+            eps += b.en_passant().is_some() as usize;
+        }
+        if b.generate_moves(|_| true) {
             out.push(b);
         }
     }
+    // KPvKP right after a double step next to an enemy pawn: en passant is legal.
+    while eps < count / 10 {
+        let file = rng.below(8);
+        let next = if file == 0 || (file < 7 && rng.below(2) == 0) {
+            file + 1
+        } else {
+            file - 1
+        };
+        let white_steps = rng.below(2) == 0;
+        let (mover, rank_from, rank_to, capturer_rank) = if white_steps {
+            (Color::White, 1, 3, 3)
+        } else {
+            (Color::Black, 6, 4, 4)
+        };
+        let mut builder = BoardBuilder::empty();
+        let at = |f: usize, r: usize| Square::index(r * 8 + f);
+        let from = at(file, rank_from);
+        *builder.square_mut(from) = Some((Piece::Pawn, mover));
+        *builder.square_mut(at(next, capturer_rank)) = Some((Piece::Pawn, !mover));
+        let (wk, bk) = (Square::index(rng.below(64)), Square::index(rng.below(64)));
+        if builder.square(wk).is_some() || builder.square(bk).is_some() || wk == bk {
+            continue;
+        }
+        *builder.square_mut(wk) = Some((Piece::King, Color::White));
+        *builder.square_mut(bk) = Some((Piece::King, Color::Black));
+        builder.side_to_move = mover;
+        let Ok(mut b) = builder.build() else {
+            continue;
+        };
+        let step = Move {
+            from,
+            to: at(file, rank_to),
+            promotion: None,
+        };
+        if !(cozy_chess::get_king_moves(wk) & b.pieces(Piece::King)).is_empty()
+            || b.try_play(step).is_err()
+            || b.en_passant().is_none()
+            || !b.generate_moves(|_| true)
+        {
+            continue;
+        }
+        out.push(b);
+        eps += 1;
+    }
+    eprintln!("{eps} positions with an en-passant square");
     out
 }
 
