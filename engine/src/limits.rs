@@ -17,7 +17,7 @@ pub struct Limits {
     /// Average depth reached (`go depth`).
     pub depth: Option<u32>,
     /// Stop once a mate in at most this many moves is proven (`go mate`), or once the
-    /// average depth reaches such a mate's length in plies with none found (MCTS cannot prove that
+    /// average depth reaches such a mate's length (2N − 1 plies) with none found (MCTS cannot prove that
     /// there is none, and a `go mate` must end by itself).
     pub mate: Option<u32>,
     /// Fixed time for this move (`go movetime`), before the move overhead is taken off.
@@ -144,7 +144,7 @@ pub fn should_stop(limits: &Limits, plan: Option<TimePlan>, p: &Progress) -> Opt
     if limits.depth.is_some_and(|d| p.depth >= d) {
         return Some(StopReason::Depth);
     }
-    if limits.mate.is_some_and(|m| p.depth >= 2 * m) {
+    if limits.mate.is_some_and(|m| p.depth + 1 >= 2 * m) {
         return Some(StopReason::Depth);
     }
     // Depth cannot grow while every playout ends at a known game end (a line drawn by
@@ -299,7 +299,7 @@ mod tests {
                 },
                 Progress {
                     proven_mate: Some(3),
-                    depth: 3,
+                    depth: 2,
                     ..Default::default()
                 },
                 None,
@@ -310,7 +310,7 @@ mod tests {
                     ..Default::default()
                 },
                 Progress {
-                    depth: 4,
+                    depth: 3,
                     ..Default::default()
                 },
                 Some(StopReason::Depth),
