@@ -395,11 +395,8 @@ impl Network {
                 z = z * gamma + beta;
             }
         }
-        if in_place {
-            let _ = z.g_add_(x);
-        } else {
-            z = z + x;
-        }
+        // In place either way: addition's backward needs neither operand.
+        z += x;
         self.activate(z, in_place)
     }
 
