@@ -231,8 +231,10 @@ pub struct TrainOptions {
     pub encoding: Encoding,
     /// Continue from the checkpoint beside `out` when there is one.
     pub resume: bool,
-    /// The device (CUDA when available, else the CPU).
-    pub device: Device,
+    /// Use CUDA when libtorch has it (else the CPU).
+    pub cuda: bool,
+    /// libtorch CPU threads (0: libtorch's default). Process-wide.
+    pub threads: usize,
 }
 
 /// What one epoch did.
@@ -255,6 +257,8 @@ pub struct EpochReport {
 pub struct TrainReport {
     /// The network's description.
     pub network: String,
+    /// Where it trained, e.g. "CPU, 1 thread(s)" or "Cuda(0)".
+    pub device: String,
     pub train_positions: u64,
     pub validation_positions: u64,
     /// Validation positions measured each epoch.
@@ -364,8 +368,23 @@ pub fn train(
             options.lr
         )));
     }
+    let parent = options.out.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|p| !p.is_dir()) {
+        return Err(TrainError::Write {
+            path: options.out.clone(),
+            message: "its directory does not exist".into(),
+        });
+    }
     let started = Instant::now();
     tch::manual_seed(options.seed as i64);
+    if options.threads > 0 {
+        tch::set_num_threads(options.threads as i32);
+    }
+    let device = if options.cuda {
+        Device::cuda_if_available()
+    } else {
+        Device::Cpu
+    };
     let data = Dataset::open(&options.data)?;
     let scan = data.scan(options.validation_positions)?;
     if scan.train_positions == 0 {
@@ -388,7 +407,7 @@ pub fn train(
         }
         None => fresh_weights(&options.architecture, options.seed),
     };
-    let mut network = Network::from_weights(&weights, "", options.device)?;
+    let mut network = Network::from_weights(&weights, "", device)?;
     let resumed = if options.resume {
         load_checkpoint(&mut network, &options.out)?
     } else {
@@ -408,6 +427,10 @@ pub fn train(
     let initial_validation = trainer.evaluate(&scan.validation, 256);
     let mut report = TrainReport {
         network: weights.describe(),
+        device: match device {
+            Device::Cpu => format!("CPU, {} thread(s)", tch::get_num_threads()),
+            other => format!("{other:?}"),
+        },
         train_positions: scan.train_positions,
         validation_positions: scan.validation_positions,
         validation_measured: scan.validation.len(),
@@ -425,7 +448,7 @@ pub fn train(
             .wrapping_mul(1_000_003)
             .wrapping_add(epoch as u64);
         data.train_batches(seed, options.batch, options.shuffle_window, |samples| {
-            let batch = Batch::new(samples, options.device);
+            let batch = Batch::new(samples, device);
             train.add(&trainer.step(&batch));
             true
         })?;
@@ -578,7 +601,8 @@ mod tests {
             shuffle_window: 500,
             encoding: Encoding::Float16,
             resume: false,
-            device: Device::Cpu,
+            cuda: false,
+            threads: 1,
         };
         let mut seen = Vec::new();
         let report = train(&options, |e| seen.push(e.epoch)).unwrap();
