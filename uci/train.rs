@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use banyan_nn::train::trainer::{self, EpochReport, Losses, TrainOptions};
+use banyan_nn::train::trainer::{self, EpochReport, Event, Losses, TrainOptions};
 use banyan_nn::weights::{Architecture, Encoding};
 
 /// The command line of `banyan train`.
@@ -88,7 +88,8 @@ fn epoch_line(e: &EpochReport) -> String {
     )
 }
 
-/// Runs the training; one line per epoch and a summary on stdout.
+/// Runs the training; progress within epochs on stderr, one line per epoch and a summary on
+/// stdout.
 pub fn run(args: TrainArgs) -> Result<(), String> {
     if args.blocks == 0 || args.blocks > 64 || args.filters == 0 || args.filters > 1024 {
         return Err(format!(
@@ -148,8 +149,22 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         options.batch,
         options.lr,
     );
-    let report =
-        trainer::train(&options, |e| println!("{}", epoch_line(e))).map_err(|e| e.to_string())?;
+    let report = trainer::train(&options, |event| match event {
+        Event::Epoch(e) => println!("{}", epoch_line(e)),
+        Event::Progress {
+            epoch,
+            positions,
+            of,
+            train,
+            seconds,
+        } => eprintln!(
+            "train: epoch {epoch}: {positions}/{of} positions ({:.0}/s), loss so far {:.4} ({})",
+            positions as f64 / seconds.max(1e-9),
+            train.total(),
+            losses(&train)
+        ),
+    })
+    .map_err(|e| e.to_string())?;
     println!(
         "train: {} on {} — {} training + {} validation positions ({} measured), {} epoch(s) \
          after {} resumed, {} steps, {:.0} s",

@@ -352,10 +352,29 @@ fn load_checkpoint(
     Ok(Some((epochs, steps)))
 }
 
-/// Runs training as `options` say, calling `on_epoch` after each epoch (for progress).
+/// Seconds between two [`Event::Progress`] reports within an epoch.
+pub const PROGRESS_SECONDS: f64 = 30.0;
+
+/// What a run reports while it trains.
+#[derive(Clone, Debug)]
+pub enum Event<'a> {
+    /// Within an epoch, every [`PROGRESS_SECONDS`]: positions trained so far of the epoch's,
+    /// and the mean training losses so far.
+    Progress {
+        epoch: usize,
+        positions: u64,
+        of: u64,
+        train: Losses,
+        seconds: f64,
+    },
+    /// An epoch is done (and the net and checkpoint written).
+    Epoch(&'a EpochReport),
+}
+
+/// Runs training as `options` say, calling `on_event` with progress and after each epoch.
 pub fn train(
     options: &TrainOptions,
-    mut on_epoch: impl FnMut(&EpochReport),
+    mut on_event: impl FnMut(Event<'_>),
 ) -> Result<TrainReport, TrainError> {
     if options.epochs == 0 || options.batch == 0 {
         return Err(TrainError::Invalid(
@@ -463,7 +482,7 @@ pub fn train(
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         tracing::info!(?epoch_report, "epoch done");
-        on_epoch(&epoch_report);
+        on_event(Event::Epoch(&epoch_report));
         report.epochs.push(epoch_report);
     }
     report.steps = trainer.steps();
@@ -605,7 +624,12 @@ mod tests {
             threads: 1,
         };
         let mut seen = Vec::new();
-        let report = train(&options, |e| seen.push(e.epoch)).unwrap();
+        let report = train(&options, |e| {
+            if let Event::Epoch(e) = e {
+                seen.push(e.epoch)
+            }
+        })
+        .unwrap();
         assert_eq!(seen, [1, 2]);
         assert_eq!(report.validation_positions, held_out);
         assert_eq!(report.train_positions, all - held_out);
