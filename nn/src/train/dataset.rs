@@ -28,13 +28,16 @@ const MATE_AS_CP: f32 = 2000.0;
 /// Why the training data could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// The directory cannot be listed.
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The directory holds no chunk file.
     #[error("no chunk files (chunk-*.bin.gz) in {0}")]
     NoChunks(PathBuf),
+    /// A chunk is malformed.
     #[error("{path}: {source}")]
     Format { path: PathBuf, source: FormatError },
 }
@@ -42,7 +45,9 @@ pub enum DataError {
 /// Which part of the data a game belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
+    /// Games the network learns from.
     Train,
+    /// Held-out games it is measured on.
     Validation,
 }
 

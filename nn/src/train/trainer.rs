@@ -18,16 +18,22 @@ use crate::weights::{self, Architecture, Encoding, LoadError, NetWeights, Policy
 /// Why training could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The label chunks cannot be read.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// The `--init` network cannot be loaded.
     #[error("{0}")]
     Network(#[from] LoadError),
+    /// The exported network cannot be written.
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
+    /// The checkpoint cannot be written or read.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
+    /// libtorch failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The options or the data do not allow training.
     #[error("{0}")]
     Invalid(String),
 }
@@ -217,11 +223,15 @@ pub struct TrainOptions {
     pub init: Option<PathBuf>,
     /// Shape of a fresh network (ignored with `init`).
     pub architecture: Architecture,
+    /// Passes over the training positions (in all, counting resumed ones).
     pub epochs: usize,
+    /// Positions per step.
     pub batch: usize,
     /// Peak learning rate.
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Seed of fresh weights and of the sample order.
     pub seed: u64,
     /// Most validation positions measured each epoch.
     pub validation_positions: usize,
@@ -259,7 +269,9 @@ pub struct TrainReport {
     pub network: String,
     /// Where it trained, e.g. "CPU, 1 thread(s)" or "Cuda(0)".
     pub device: String,
+    /// Labelled positions of the training games.
     pub train_positions: u64,
+    /// Labelled positions of the held-out games.
     pub validation_positions: u64,
     /// Validation positions measured each epoch.
     pub validation_measured: usize,
@@ -267,8 +279,11 @@ pub struct TrainReport {
     pub resumed_epochs: usize,
     /// The validation losses before training.
     pub initial_validation: Losses,
+    /// The epochs this run trained.
     pub epochs: Vec<EpochReport>,
+    /// Optimisation steps in all (resumed ones included).
     pub steps: usize,
+    /// Wall time of the run.
     pub seconds: f64,
 }
 
