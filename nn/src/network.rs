@@ -163,8 +163,9 @@ impl DenseLayer {
 }
 
 impl Network {
-    /// Loads an Lc0 `.pb.gz` file onto `device`. The libtorch CPU thread count is the caller's
-    /// (`tch::set_num_threads`), as it is process-wide.
+    /// Loads an Lc0 `.pb.gz` file onto `device`, for inference: its variables are frozen (the
+    /// trainer builds its network with [`Network::from_weights`] instead). The libtorch CPU
+    /// thread count is the caller's (`tch::set_num_threads`), as it is process-wide.
     pub fn load(path: &Path, device: Device) -> Result<Network, LoadError> {
         let weights = weights::load(path)?;
         let name = path
@@ -176,11 +177,13 @@ impl Network {
                     .to_string()
             })
             .unwrap_or_default();
-        Network::from_weights(&weights, &name, device)
+        let mut network = Network::from_weights(&weights, &name, device)?;
+        network.store.freeze();
+        Ok(network)
     }
 
-    /// Puts decoded weights on `device` as the variables of a new store; `name` heads the
-    /// description.
+    /// Puts decoded weights on `device` as the trainable variables of a new store; `name`
+    /// heads the description.
     pub fn from_weights(
         weights: &NetWeights,
         name: &str,
