@@ -324,15 +324,21 @@ fn save_checkpoint(trainer: &Trainer, out: &Path, epochs: usize) -> Result<(), T
         path: path.to_path_buf(),
         message,
     };
+    // Both through temporary files renamed when whole, the state last: a run killed while
+    // writing leaves the previous checkpoint intact.
+    let weights_tmp = weights_path.with_extension("tmp.safetensors");
     trainer
         .network()
         .var_store()
-        .save(&weights_path)
+        .save(&weights_tmp)
+        .and_then(|()| Ok(std::fs::rename(&weights_tmp, &weights_path)?))
         .map_err(|e| error(&weights_path, e.to_string()))?;
+    let state_tmp = state_path.with_extension("state.tmp");
     std::fs::write(
-        &state_path,
+        &state_tmp,
         format!("epochs {epochs}\nsteps {}\n", trainer.steps()),
     )
+    .and_then(|()| std::fs::rename(&state_tmp, &state_path))
     .map_err(|e| error(&state_path, e.to_string()))
 }
 
@@ -652,6 +658,13 @@ mod tests {
         assert_eq!(report.train_positions, all - held_out);
         assert_eq!(report.steps, 2 * ((all - held_out) as usize).div_ceil(64));
         assert!(report.epochs[1].validation.total() < report.initial_validation.total());
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains("tmp")), "{names:?}");
+        assert!(names.contains(&"net.ckpt.safetensors".to_string()));
+        assert!(names.contains(&"net.ckpt.state".to_string()));
         assert_eq!(
             weights::load(&options.out).unwrap().describe(),
             "1x8 SE, conv policy, WDL"
