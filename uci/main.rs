@@ -1,8 +1,9 @@
 //! `banyan`: the UCI chess engine binary.
 //!
 //! With no arguments it speaks UCI on stdin/stdout. Sub-commands measure it (`bench`,
-//! `evalbench`) or make training data (`label`); the hidden `__evaluator` and `__worker` roles are how the engine re-executes
-//! itself to start its child processes.
+//! `evalbench`), make training data (`label`) or train a network (`train`); the hidden
+//! `__evaluator` and `__worker` roles are how the engine re-executes itself to start its child
+//! processes.
 
 mod bench;
 mod command;
@@ -12,6 +13,7 @@ mod logging;
 mod options;
 mod output;
 mod session;
+mod train;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -66,6 +68,9 @@ enum Sub {
     /// Training data: Stockfish self-play positions labelled by deeper Stockfish searches
     /// (W/D/L, best move, MultiPV scores), written as compressed chunk files; resumable.
     Label(label::LabelArgs),
+    /// Trains a network on label chunks (policy over the MultiPV lines, W/D/L value) and
+    /// exports it as an Lc0 .pb.gz; resumable, or incremental from an existing net.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
             seconds,
         }) => evalbench(weights, batches, threads, seconds),
         Some(Sub::Label(args)) => label::run(args),
+        Some(Sub::Train(args)) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,25 @@
 //! An Lc0 residual network (with or without SE; convolutional or classical policy head; WDL or
-//! classical value head; ReLU or Mish) evaluated with libtorch.
+//! classical value head; ReLU or Mish) on libtorch — the one definition of the architecture,
+//! used both by the evaluator and by the trainer.
+//!
+//! Every weight is a variable of the network's [`VarStore`] (batch-norm folded into the
+//! convolutions' biases, as the loader gives them): [`Network::from_weights`] fills them from
+//! [`NetWeights`], [`Network::logits`] is the differentiable forward pass the trainer
+//! optimises, [`Network::forward`] the evaluator's inference pass over the same tensors, and
+//! [`Network::to_weights`] reads them back for the Lc0 writer.
 
 use std::path::Path;
 
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::backend::{Backend, EvalInput, RawEval};
 use crate::encode::{INPUT_PLANES, InputPlanes};
 use crate::policy::{POLICY_SIZE, conv_policy_gather};
-use crate::weights::{self, Activation, Conv, Dense, LoadError, NetWeights, PolicyHead};
+use crate::weights::{
+    self, Activation, Conv, Dense, LoadError, NetWeights, PolicyHead, ResidualBlock, SqueezeExcite,
+    ValueHead,
+};
 
 /// Largest batch the network asks for by default.
 pub const DEFAULT_MAX_BATCH: usize = 512;
@@ -16,14 +27,14 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 /// Floats of one position's input (112 planes × 64 squares).
 const INPUT_FLOATS: usize = INPUT_PLANES * 64;
 
-/// A convolution on the device (batch-norm folded), "same" padding.
+/// A convolution (batch-norm folded), "same" padding; its tensors are store variables.
 struct ConvLayer {
     weight: Tensor,
     bias: Tensor,
     padding: i64,
 }
 
-/// A dense layer on the device.
+/// A dense layer; its tensors are store variables.
 struct DenseLayer {
     weight: Tensor,
     bias: Tensor,
@@ -61,10 +72,10 @@ struct ValueLayers {
     wdl: bool,
 }
 
-/// A loaded network, ready to evaluate batches on its device.
+/// A network on its device: trainable variables in a [`VarStore`], evaluable in batches.
 pub struct Network {
     description: String,
-    device: Device,
+    store: VarStore,
     activation: Activation,
     input: ConvLayer,
     blocks: Vec<Block>,
@@ -79,19 +90,25 @@ fn torch_error(error: tch::TchError) -> LoadError {
     LoadError::Torch(error.to_string())
 }
 
-fn to_device(values: &[f32], shape: &[i64], device: Device) -> Result<Tensor, LoadError> {
+/// A store variable `name` under `path`, holding `values` in `shape`.
+fn variable(
+    path: &tch::nn::Path,
+    name: &str,
+    values: &[f32],
+    shape: &[i64],
+) -> Result<Tensor, LoadError> {
     Tensor::f_from_slice(values)
         .and_then(|t| t.f_view(shape))
-        .and_then(|t| t.f_to_device(device))
+        .and_then(|t| path.f_var_copy(name, &t))
         .map_err(torch_error)
 }
 
 impl ConvLayer {
-    fn new(conv: &Conv, device: Device) -> Result<Self, LoadError> {
+    fn new(conv: &Conv, path: tch::nn::Path) -> Result<Self, LoadError> {
         let (o, i, k) = (conv.outputs as i64, conv.inputs as i64, conv.kernel as i64);
         Ok(ConvLayer {
-            weight: to_device(&conv.weights, &[o, i, k, k], device)?,
-            bias: to_device(&conv.bias, &[o], device)?,
+            weight: variable(&path, "weight", &conv.weights, &[o, i, k, k])?,
+            bias: variable(&path, "bias", &conv.bias, &[o])?,
             padding: k / 2,
         })
     }
@@ -106,25 +123,49 @@ impl ConvLayer {
             1,
         )
     }
+
+    /// The layer's weights, read back to the host.
+    fn to_conv(&self) -> Conv {
+        let size = self.weight.size();
+        Conv {
+            outputs: size[0] as usize,
+            inputs: size[1] as usize,
+            kernel: size[2] as usize,
+            weights: to_host(&self.weight),
+            bias: to_host(&self.bias),
+        }
+    }
 }
 
 impl DenseLayer {
-    fn new(dense: &Dense, device: Device) -> Result<Self, LoadError> {
+    fn new(dense: &Dense, path: tch::nn::Path) -> Result<Self, LoadError> {
         let (o, i) = (dense.outputs as i64, dense.inputs as i64);
         Ok(DenseLayer {
-            weight: to_device(&dense.weights, &[o, i], device)?,
-            bias: to_device(&dense.bias, &[o], device)?,
+            weight: variable(&path, "weight", &dense.weights, &[o, i])?,
+            bias: variable(&path, "bias", &dense.bias, &[o])?,
         })
     }
 
     fn apply(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, Some(&self.bias))
     }
+
+    /// The layer's weights, read back to the host.
+    fn to_dense(&self) -> Dense {
+        let size = self.weight.size();
+        Dense {
+            outputs: size[0] as usize,
+            inputs: size[1] as usize,
+            weights: to_host(&self.weight),
+            bias: to_host(&self.bias),
+        }
+    }
 }
 
 impl Network {
-    /// Loads an Lc0 `.pb.gz` file onto `device`. The libtorch CPU thread count is the caller's
-    /// (`tch::set_num_threads`), as it is process-wide.
+    /// Loads an Lc0 `.pb.gz` file onto `device`, for inference: its variables are frozen (the
+    /// trainer builds its network with [`Network::from_weights`] instead). The libtorch CPU
+    /// thread count is the caller's (`tch::set_num_threads`), as it is process-wide.
     pub fn load(path: &Path, device: Device) -> Result<Network, LoadError> {
         let weights = weights::load(path)?;
         let name = path
@@ -136,53 +177,61 @@ impl Network {
                     .to_string()
             })
             .unwrap_or_default();
-        Network::from_weights(&weights, &name, device)
+        let mut network = Network::from_weights(&weights, &name, device)?;
+        network.store.freeze();
+        Ok(network)
     }
 
-    /// Puts decoded weights on `device`; `name` heads the description.
+    /// Puts decoded weights on `device` as the trainable variables of a new store; `name`
+    /// heads the description.
     pub fn from_weights(
         weights: &NetWeights,
         name: &str,
         device: Device,
     ) -> Result<Network, LoadError> {
+        let store = VarStore::new(device);
+        let root = store.root();
         let blocks = weights
             .residual
             .iter()
-            .map(|block| {
+            .enumerate()
+            .map(|(i, block)| {
+                let path = &root / format!("block{i}");
                 let se = match &block.se {
                     Some(se) => Some(SeLayer {
-                        fc1: DenseLayer::new(&se.fc1, device)?,
-                        fc2: DenseLayer::new(&se.fc2, device)?,
+                        fc1: DenseLayer::new(&se.fc1, &path / "se1")?,
+                        fc2: DenseLayer::new(&se.fc2, &path / "se2")?,
                         filters: block.conv2.outputs as i64,
                     }),
                     None => None,
                 };
                 Ok(Block {
-                    conv1: ConvLayer::new(&block.conv1, device)?,
-                    conv2: ConvLayer::new(&block.conv2, device)?,
+                    conv1: ConvLayer::new(&block.conv1, &path / "conv1")?,
+                    conv2: ConvLayer::new(&block.conv2, &path / "conv2")?,
                     se,
                 })
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
         let policy = match &weights.policy {
             PolicyHead::Convolution { conv1, conv2 } => PolicyLayers::Convolution {
-                conv1: ConvLayer::new(conv1, device)?,
-                conv2: ConvLayer::new(conv2, device)?,
+                conv1: ConvLayer::new(conv1, &root / "policy1")?,
+                conv2: ConvLayer::new(conv2, &root / "policy2")?,
                 gather: Tensor::f_from_slice(&conv_policy_gather())
                     .and_then(|t| t.f_to_device(device))
                     .map_err(torch_error)?,
             },
             PolicyHead::Classical { conv, fc } => PolicyLayers::Classical {
-                conv: ConvLayer::new(conv, device)?,
-                fc: DenseLayer::new(fc, device)?,
+                conv: ConvLayer::new(conv, &root / "policy")?,
+                fc: DenseLayer::new(fc, &root / "policy_fc")?,
             },
         };
         let value = ValueLayers {
-            conv: ConvLayer::new(&weights.value.conv, device)?,
-            fc1: DenseLayer::new(&weights.value.fc1, device)?,
-            fc2: DenseLayer::new(&weights.value.fc2, device)?,
+            conv: ConvLayer::new(&weights.value.conv, &root / "value")?,
+            fc1: DenseLayer::new(&weights.value.fc1, &root / "value_fc1")?,
+            fc2: DenseLayer::new(&weights.value.fc2, &root / "value_fc2")?,
             wdl: weights.value.is_wdl(),
         };
+        let input = ConvLayer::new(&weights.input, &root / "input")?;
         let description = if name.is_empty() {
             weights.describe()
         } else {
@@ -191,9 +240,9 @@ impl Network {
         tracing::info!(network = %description, ?device, "network loaded");
         Ok(Network {
             description,
-            device,
+            store,
             activation: weights.activation,
-            input: ConvLayer::new(&weights.input, device)?,
+            input,
             blocks,
             policy,
             value,
@@ -202,9 +251,61 @@ impl Network {
         })
     }
 
+    /// The weights as they are now, read back to the host (for the Lc0 writer).
+    pub fn to_weights(&self) -> NetWeights {
+        let residual = self
+            .blocks
+            .iter()
+            .map(|block| ResidualBlock {
+                conv1: block.conv1.to_conv(),
+                conv2: block.conv2.to_conv(),
+                se: block.se.as_ref().map(|se| SqueezeExcite {
+                    fc1: se.fc1.to_dense(),
+                    fc2: se.fc2.to_dense(),
+                }),
+            })
+            .collect();
+        let policy = match &self.policy {
+            PolicyLayers::Convolution { conv1, conv2, .. } => PolicyHead::Convolution {
+                conv1: conv1.to_conv(),
+                conv2: conv2.to_conv(),
+            },
+            PolicyLayers::Classical { conv, fc } => PolicyHead::Classical {
+                conv: conv.to_conv(),
+                fc: fc.to_dense(),
+            },
+        };
+        NetWeights {
+            activation: self.activation,
+            input: self.input.to_conv(),
+            residual,
+            policy,
+            value: ValueHead {
+                conv: self.value.conv.to_conv(),
+                fc1: self.value.fc1.to_dense(),
+                fc2: self.value.fc2.to_dense(),
+            },
+        }
+    }
+
+    /// The store holding every weight (what an optimiser updates, what a checkpoint saves).
+    pub fn var_store(&self) -> &VarStore {
+        &self.store
+    }
+
+    /// The store, mutably (for loading a checkpoint into it).
+    pub fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.store
+    }
+
+    /// Whether the value head gives win/draw/loss logits (else one tanh value).
+    pub fn has_wdl_head(&self) -> bool {
+        self.value.wdl
+    }
+
     /// The device the network lives on.
     pub fn device(&self) -> Device {
-        self.device
+        self.store.device()
     }
 
     /// Sets the largest batch reported by `Backend::max_batch`.
@@ -217,34 +318,71 @@ impl Network {
         self.description.clone()
     }
 
-    /// Applies the activation in place.
-    fn activate(&self, mut x: Tensor) -> Tensor {
-        let _ = match self.activation {
-            Activation::Relu => x.relu_(),
-            Activation::Mish => x.mish_(),
-        };
-        x
+    /// Applies the activation, in place when `in_place` (inference only: autograd needs the
+    /// inputs of its operations intact).
+    fn activate(&self, mut x: Tensor, in_place: bool) -> Tensor {
+        match (self.activation, in_place) {
+            (Activation::Relu, true) => {
+                let _ = x.relu_();
+                x
+            }
+            (Activation::Mish, true) => {
+                let _ = x.mish_();
+                x
+            }
+            (Activation::Relu, false) => x.relu(),
+            (Activation::Mish, false) => x.mish(),
+        }
     }
 
-    /// The bare forward pass: `input` `[B, 112, 8, 8]` f32 on the network's device →
-    /// (policy logits `[B, 1858]` in policy-index order, win/draw/loss probabilities `[B, 3]`
-    /// from the side to move's view; classical value heads give ((1+v)/2, 0, (1−v)/2)).
+    /// The differentiable forward pass (what the trainer optimises): `input` `[B, 112, 8, 8]`
+    /// f32 on the network's device → (policy logits `[B, 1858]` in policy-index order, value
+    /// head outputs: win/draw/loss logits `[B, 3]` from the side to move's view, or `[B, 1]`
+    /// before the tanh of a classical head).
+    pub fn logits(&self, input: &Tensor) -> (Tensor, Tensor) {
+        self.run(input, false)
+    }
+
+    /// The evaluator's forward pass, without gradients: `input` `[B, 112, 8, 8]` f32 on the
+    /// network's device → (policy logits `[B, 1858]` in policy-index order, win/draw/loss
+    /// probabilities `[B, 3]` from the side to move's view; classical value heads give
+    /// ((1+v)/2, 0, (1−v)/2)).
     pub fn forward(&self, input: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| {
-            let mut x = self.activate(self.input.apply(input));
-            for block in &self.blocks {
-                x = self.residual(block, &x);
-            }
-            (self.policy_head(&x), self.value_head(&x))
+            let (policy, value) = self.run(input, true);
+            (policy, self.value_probabilities(&value))
         })
     }
 
-    fn residual(&self, block: &Block, x: &Tensor) -> Tensor {
-        let y = self.activate(block.conv1.apply(x));
+    /// Win/draw/loss probabilities from the value head's outputs.
+    pub fn value_probabilities(&self, value: &Tensor) -> Tensor {
+        if self.value.wdl {
+            value.softmax(1, Kind::Float)
+        } else {
+            let v = value.tanh();
+            let win = (&v + 1.0) * 0.5;
+            let loss = (1.0 - &v) * 0.5;
+            Tensor::cat(&[win, v.zeros_like(), loss], 1)
+        }
+    }
+
+    fn run(&self, input: &Tensor, in_place: bool) -> (Tensor, Tensor) {
+        let mut x = self.activate(self.input.apply(input), in_place);
+        for block in &self.blocks {
+            x = self.residual(block, &x, in_place);
+        }
+        (
+            self.policy_head(&x, in_place),
+            self.value_head(&x, in_place),
+        )
+    }
+
+    fn residual(&self, block: &Block, x: &Tensor, in_place: bool) -> Tensor {
+        let y = self.activate(block.conv1.apply(x), in_place);
         let mut z = block.conv2.apply(&y);
         if let Some(se) = &block.se {
             let pooled = z.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
-            let hidden = self.activate(se.fc1.apply(&pooled));
+            let hidden = self.activate(se.fc1.apply(&pooled), in_place);
             let both = se.fc2.apply(&hidden);
             let gamma = both
                 .narrow(1, 0, se.filters)
@@ -253,43 +391,41 @@ impl Network {
             let beta = both
                 .narrow(1, se.filters, se.filters)
                 .view([-1, se.filters, 1, 1]);
-            let _ = z.g_mul_(&gamma);
-            let _ = z.g_add_(&beta);
+            if in_place {
+                let _ = z.g_mul_(&gamma);
+                let _ = z.g_add_(&beta);
+            } else {
+                z = z * gamma + beta;
+            }
         }
-        let _ = z.g_add_(x);
-        self.activate(z)
+        // In place either way: addition's backward needs neither operand.
+        z += x;
+        self.activate(z, in_place)
     }
 
-    fn policy_head(&self, x: &Tensor) -> Tensor {
+    fn policy_head(&self, x: &Tensor, in_place: bool) -> Tensor {
         match &self.policy {
             PolicyLayers::Convolution {
                 conv1,
                 conv2,
                 gather,
             } => {
-                let p = conv2.apply(&self.activate(conv1.apply(x)));
+                let p = conv2.apply(&self.activate(conv1.apply(x), in_place));
                 p.flatten(1, -1).index_select(1, gather)
             }
             PolicyLayers::Classical { conv, fc } => {
-                fc.apply(&self.activate(conv.apply(x)).flatten(1, -1))
+                fc.apply(&self.activate(conv.apply(x), in_place).flatten(1, -1))
             }
         }
     }
 
-    fn value_head(&self, x: &Tensor) -> Tensor {
-        let v = self.activate(self.value.conv.apply(x)).flatten(1, -1);
+    fn value_head(&self, x: &Tensor, in_place: bool) -> Tensor {
         let v = self
-            .value
+            .activate(self.value.conv.apply(x), in_place)
+            .flatten(1, -1);
+        self.value
             .fc2
-            .apply(&self.activate(self.value.fc1.apply(&v)));
-        if self.value.wdl {
-            v.softmax(1, Kind::Float)
-        } else {
-            let v = v.tanh();
-            let win = (&v + 1.0) * 0.5;
-            let loss = (1.0 - &v) * 0.5;
-            Tensor::cat(&[win, v.zeros_like(), loss], 1)
-        }
+            .apply(&self.activate(self.value.fc1.apply(&v), in_place))
     }
 
     /// Builds the `[B, 112, 8, 8]` input tensor of `batch` on the network's device.
@@ -304,13 +440,13 @@ impl Network {
         }
         Tensor::from_slice(&self.input_buffer)
             .view([size as i64, INPUT_PLANES as i64, 8, 8])
-            .to_device(self.device)
+            .to_device(self.device())
     }
 }
 
 /// Copies a float tensor to a host vector.
-fn to_host(t: &Tensor) -> Vec<f32> {
-    let t = t.to_device(Device::Cpu).contiguous();
+pub fn to_host(t: &Tensor) -> Vec<f32> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
     let mut out = vec![0f32; t.numel()];
     let len = out.len();
     t.copy_data(&mut out, len);
@@ -527,6 +663,26 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The trainer's differentiable pass computes what the evaluator's does, and the weights
+    /// read back are the weights put in.
+    #[test]
+    fn training_pass_and_read_back_match_the_weights() {
+        for (seed, arch) in variety().iter().enumerate() {
+            let weights = NetWeights::random(arch, seed as u64);
+            let mut network = Network::from_weights(&weights, "", Device::Cpu).unwrap();
+            assert_eq!(network.to_weights(), weights);
+            let positions = sample_positions();
+            let input = network.input_tensor(positions.iter());
+            let (policy, wdl) = network.forward(&input);
+            let (logits, value) = network.logits(&input);
+            assert!(logits.requires_grad());
+            let probabilities = network.value_probabilities(&value);
+            let policy_gap = (policy - logits).abs().max().double_value(&[]);
+            let wdl_gap = (wdl - probabilities).abs().max().double_value(&[]);
+            assert!(policy_gap < 1e-5 && wdl_gap < 1e-6, "{arch:?}");
+        }
     }
 
     #[test]
