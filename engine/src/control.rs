@@ -124,6 +124,9 @@ impl ControlBlock {
         }
         for worker in &self.workers {
             worker.outstanding.store(0, Ordering::Relaxed);
+            // Cleared here, before the order goes out, so that the coordinator never reads
+            // the last search's error as this one's.
+            worker.eval_error.store(0, Ordering::Relaxed);
         }
         self.seldepth.store(0, Ordering::Relaxed);
         self.budget.store(budget, Ordering::Relaxed);

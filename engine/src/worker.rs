@@ -70,10 +70,6 @@ impl WorkerProcess {
         order: &SearchOrder,
         client: &mut Option<(PathBuf, EvalClient)>,
     ) -> Result<(), String> {
-        let block = self.control.block();
-        block.workers[self.id as usize]
-            .eval_error
-            .store(0, std::sync::atomic::Ordering::Relaxed);
         if client
             .as_ref()
             .is_none_or(|(socket, _)| socket != &order.socket)

@@ -82,9 +82,17 @@ impl<'a> Journal<'a> {
         Ok(())
     }
 
-    /// Appends `node` (whose in-flight count was already added) to the open record at `rec`.
+    /// Appends `node` (whose in-flight count was already added) to the open record at `rec`,
+    /// which must be the newest: a descent is walked to its leaf (and resumed there after a
+    /// deferred expansion) before the next one opens its record.
     pub fn push(&self, rec: u32, depth: u32, node: u32) {
         let at = rec + HEAD_WORDS + depth;
+        // Relaxed: only this worker writes its journal length.
+        assert_eq!(
+            at,
+            self.len.load(Ordering::Relaxed),
+            "only the newest journal record may grow"
+        );
         // Relaxed, then release on the head: the head never claims a node word not yet written.
         self.words[at as usize].store(node, Ordering::Relaxed);
         self.words[rec as usize].store(head(depth + 1, 0, PENDING), Ordering::Release);

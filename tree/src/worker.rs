@@ -311,17 +311,18 @@ impl Worker<'_> {
         // The value goes into the journal first, so recovery can finish this backup.
         self.journal
             .begin_backup(path.record, path.nodes.len() as u32, wl, d);
-        let leaf = path.leaf();
         // The claim is kept while the visit lands: the next claimer must see it, or it would
-        // take this for the leaf's first visit too.
+        // take this for the leaf's first visit too. It goes back before the record closes, so
+        // a crash at any point leaves it to recovery.
         path.claimed = false;
-        self.land_path(path, wl, d);
+        self.land_nodes(path, wl, d);
         // Release: hands the node back with its visit counted (the claimer's acquire CAS in
         // `try_begin_expand` pairs with it), children still absent.
         self.arena
-            .node(leaf)
+            .node(path.leaf())
             .state
             .store(UNEXPANDED, Ordering::Release);
+        self.finish_landing(path);
     }
 
     /// Gives the claimed leaf of `path`, visited before (a deferred expansion whose priors had
@@ -384,6 +385,12 @@ impl Worker<'_> {
 
     /// Lands a recorded backup on every node of the path, leaf first, then propagates proofs.
     fn land_path(&mut self, path: &mut Path, wl: i64, d: i64) {
+        self.land_nodes(path, wl, d);
+        self.finish_landing(path);
+    }
+
+    /// The landing steps of a recorded backup: every node of the path, leaf first.
+    fn land_nodes(&mut self, path: &Path, wl: i64, d: i64) {
         let depth = path.nodes.len();
         for i in (0..depth).rev() {
             // Recorded before it lands: a crash in between leaks rather than repeats.
@@ -391,6 +398,11 @@ impl Worker<'_> {
                 .progress(path.record, depth as u32, (depth - i) as u32, BACKUP);
             land(self.arena.node(path.nodes[i]), wl_at(wl, depth, i), d);
         }
+    }
+
+    /// After the landing: propagates proofs from an exact leaf and closes the record.
+    fn finish_landing(&mut self, path: &mut Path) {
+        let depth = path.nodes.len();
         let leaf = self.arena.node(path.leaf());
         // Acquire: pairs with the release store of a terminal or proven state.
         if exact_value(leaf, leaf.state.load(Ordering::Acquire)).is_some() {

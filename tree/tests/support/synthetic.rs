@@ -72,10 +72,11 @@ impl Batch {
 
 /// One minibatch: descends every path (holding their in-flight counts), then evaluates,
 /// expands and backs up each, the way the engine does with deferred expansion: a leaf's first
-/// visit backs up its value without children; its second visit expands it (from the "cache")
-/// and walks on to a child, except for one leaf in eight whose priors must be fetched again (a
-/// cache miss), which is expanded without a visit. Returns the number of descents, or
-/// `ArenaFull` once the tree cannot grow (all paths are finished either way).
+/// visit backs up its value without children; a leaf visited before is expanded at once from
+/// the "cache" and the descent walks on into its children (before the next descent starts, as
+/// the journal requires), except for one leaf in eight whose priors must be fetched again (a
+/// cache miss): it is evaluated with the batch and expanded without a visit. Returns the number
+/// of descents, or `ArenaFull` once the tree cannot grow (all paths are finished either way).
 pub fn minibatch(
     worker: &mut Worker<'_>,
     arena: &Arena,
@@ -86,7 +87,22 @@ pub fn minibatch(
     let mut full = false;
     batch.leaves.clear();
     for path in batch.paths.iter_mut() {
-        match worker.descend(path, params) {
+        let mut step = worker.descend(path, params);
+        while let Ok(Leaf::Expand(node)) = step {
+            let key = key(arena, seed, path);
+            let cached = arena.node_stats(node).visits > 0 && key % 8 != 3;
+            if !cached || !matches!(evaluate(key, &mut batch.moves), Eval::Value(..)) {
+                break;
+            }
+            step = match worker.finish_expand(node, &batch.moves) {
+                Ok(()) => worker.resume(path, params),
+                Err(e) => {
+                    worker.cancel(path);
+                    Err(e)
+                }
+            };
+        }
+        match step {
             Ok(leaf) => batch.leaves.push(leaf),
             Err(TreeError::ArenaFull) => {
                 full = true;
@@ -95,44 +111,21 @@ pub fn minibatch(
             Err(e) => return Err(e),
         }
     }
-    for (path, &first) in batch.paths.iter_mut().zip(&batch.leaves) {
-        let mut leaf = first;
-        loop {
-            match leaf {
-                Leaf::Expand(node) => {
-                    let key = key(arena, seed, path);
-                    match evaluate(key, &mut batch.moves) {
-                        Eval::Terminal(wl, d, mate) => worker.terminal(path, wl, d, mate),
-                        Eval::Value(wl, d) if arena.node_stats(node).visits == 0 => {
-                            worker.visit_unexpanded(path, wl, d)
-                        }
-                        Eval::Value(..) if key % 8 == 3 => {
-                            match worker.expand_without_visit(path, &batch.moves) {
-                                Ok(()) | Err(TreeError::ArenaFull) => {}
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Eval::Value(..) => match worker.finish_expand(node, &batch.moves) {
-                            Ok(()) => match worker.resume(path, params) {
-                                Ok(next) => {
-                                    leaf = next;
-                                    continue;
-                                }
-                                Err(TreeError::ArenaFull) => full = true,
-                                Err(e) => return Err(e),
-                            },
-                            Err(TreeError::ArenaFull) => {
-                                full = true;
-                                worker.cancel(path);
-                            }
-                            Err(e) => return Err(e),
-                        },
-                    }
+    for (path, &leaf) in batch.paths.iter_mut().zip(&batch.leaves) {
+        match leaf {
+            Leaf::Expand(node) => match evaluate(key(arena, seed, path), &mut batch.moves) {
+                Eval::Terminal(wl, d, mate) => worker.terminal(path, wl, d, mate),
+                Eval::Value(wl, d) if arena.node_stats(node).visits == 0 => {
+                    worker.visit_unexpanded(path, wl, d)
                 }
-                Leaf::Exact { wl, d } => worker.backup(path, wl, d),
-                Leaf::Collision => worker.cancel(path),
-            }
-            break;
+                Eval::Value(..) => match worker.expand_without_visit(path, &batch.moves) {
+                    Ok(()) => {}
+                    Err(TreeError::ArenaFull) => full = true,
+                    Err(e) => return Err(e),
+                },
+            },
+            Leaf::Exact { wl, d } => worker.backup(path, wl, d),
+            Leaf::Collision => worker.cancel(path),
         }
     }
     if full {
