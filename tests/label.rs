@@ -1,6 +1,8 @@
 //! `banyan label` through the real binary: bad input fails cleanly, and a small run writes
 //! chunk files and resumes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -69,17 +71,10 @@ fn bad_input_is_refused_with_a_message() {
 fn a_small_run_writes_chunks_and_resumes() {
     let test = "label::a_small_run_writes_chunks_and_resumes";
     let Some(stockfish) = banyan_nn::train::stockfish::find() else {
-        let reason = "no Stockfish binary (`stockfish` on PATH or /usr/games/stockfish)";
-        eprintln!("SKIPPED {test}: {reason}");
-        if let Some(log) = std::env::var_os("BANYAN_SKIP_LOG") {
-            use std::io::Write;
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .expect("BANYAN_SKIP_LOG is writable");
-            writeln!(file, "{test}: {reason}").expect("skip log write");
-        }
+        common::skip(
+            test,
+            "no Stockfish binary (`stockfish` on PATH or /usr/games/stockfish)",
+        );
         return;
     };
     let dir = temp_dir("label-run");

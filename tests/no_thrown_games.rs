@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Engine, bestmove_of, info_field, is_legal};
+use common::{Engine, Rng, bestmove_of, info_field, is_legal};
 use cozy_chess::{Board, Move};
 
 /// A knight against a bare king (a proven draw at once).
@@ -153,22 +153,6 @@ fn verbose_move_stats_end_with_lc0s_node_line() {
     engine.quit();
 }
 
-/// A small deterministic generator (xorshift), so that a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Start positions full of game ends, beside the usual one.
 const STARTS: &[&str] = &[
     "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
@@ -193,7 +177,7 @@ const STARTS: &[&str] = &[
 /// A random game from one of [`STARTS`]: some random moves, sometimes a knight shuffle that
 /// repeats positions. Returns the FEN, the moves (UCI) and the board reached.
 fn random_position(rng: &mut Rng) -> (String, Vec<String>, Board) {
-    let fen = STARTS[rng.below(STARTS.len() as u64) as usize].to_string();
+    let fen = STARTS[rng.below(STARTS.len())].to_string();
     let mut board = Board::from_fen(&fen, false).unwrap();
     let mut moves = Vec::new();
     let plies = rng.below(12);
@@ -206,7 +190,7 @@ fn random_position(rng: &mut Rng) -> (String, Vec<String>, Board) {
         if legal.is_empty() {
             break;
         }
-        let mv = legal[rng.below(legal.len() as u64) as usize];
+        let mv = legal[rng.below(legal.len())];
         moves.push(banyan_nn::policy::uci_move(&board, mv, false));
         board.play_unchecked(mv);
     }

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use banyan_engine::tablebase::{self, Wdl};
-use common::{Engine, info_field, skip};
+use common::{Engine, Rng, info_field, skip};
 use cozy_chess::{Board, BoardBuilder, Color, Move, Piece, Square};
 
 const TABLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/syzygy");
@@ -143,21 +143,6 @@ fn probes_match_the_known_answers() {
         tablebase::probe_wdl(&board("8/8/8/3k4/8/8/8/KR6 w - - 0 1")),
         None
     );
-}
-
-/// A small xorshift generator: the positions are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// `count` random legal positions of the tables' material (3 and 4 pieces), either side to

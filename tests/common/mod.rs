@@ -252,3 +252,20 @@ impl Drop for TestNet {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A small deterministic generator (xorshift), so that a failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
