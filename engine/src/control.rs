@@ -137,14 +137,26 @@ impl ControlBlock {
 
     /// Claims one playout for worker `id` against the budget; false when it is spent.
     pub fn claim(&self, id: usize) -> bool {
+        // A compare-exchange, not an add then a take-back: a failed claim must never raise the
+        // count even for a moment, or a concurrent claim could fail while a playout is free.
         // Relaxed: the counter alone decides; no other memory is published through it.
-        let before = self.claimed.fetch_add(1, Ordering::Relaxed);
-        if before >= self.budget.load(Ordering::Relaxed) {
-            self.claimed.fetch_sub(1, Ordering::Relaxed);
+        let budget = self.budget.load(Ordering::Relaxed);
+        let claimed = self
+            .claimed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < budget).then_some(n + 1)
+            });
+        if claimed.is_err() {
             return false;
         }
         self.workers[id].outstanding.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Whether a playout could be claimed now (one given back after the budget ran out).
+    pub fn has_budget(&self) -> bool {
+        // Relaxed: as in `claim`.
+        self.claimed.load(Ordering::Relaxed) < self.budget.load(Ordering::Relaxed)
     }
 
     /// Gives back a claimed playout that did not happen (a collision, a lost evaluator).

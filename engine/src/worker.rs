@@ -104,6 +104,7 @@ impl WorkerProcess {
             in_flight: VecDeque::new(),
             legal: Vec::with_capacity(64),
             collided: Vec::new(),
+            budget_spent: false,
         };
         let result = search.run(client);
         search.abandon();
@@ -186,6 +187,8 @@ struct Search<'a> {
     legal: Vec<Move>,
     /// Descents that collided during the current gather (kept to reuse the allocation).
     collided: Vec<Path>,
+    /// Whether the last gather ended because the playout budget was spent.
+    budget_spent: bool,
 }
 
 impl Search<'_> {
@@ -230,7 +233,11 @@ impl Search<'_> {
                 }
             }
             if !more && self.in_flight.is_empty() && (stopping || !sent) {
-                return Ok(());
+                // A playout given back after the budget ran out (a failed expansion, a
+                // re-expansion) is played again, so that `go nodes N` reaches N exactly.
+                if stopping || !self.budget_spent || !self.block.has_budget() {
+                    return Ok(());
+                }
             }
             if !sent && more {
                 // Only collisions: other workers are expanding our leaves. Sleep rather than
@@ -263,9 +270,11 @@ impl Search<'_> {
         // fill no batch: bound the attempts so the stop flag is seen between gathers.
         let mut attempts = 0;
         let mut more = true;
+        self.budget_spent = false;
         while batch.len() < size && collided.len() < size && attempts < 4 * size {
             attempts += 1;
             if !self.block.claim(self.id) {
+                self.budget_spent = true;
                 more = false;
                 break;
             }
