@@ -43,7 +43,7 @@ fn go_nodes_is_exact_at_every_move_of_a_game() {
     let mut moves: Vec<String> = Vec::new();
     for i in 0..400 {
         let nodes = 100 + (i * 37) % 900;
-        engine.send(&format!("position startpos moves {}", moves.join(" ")).trim_end());
+        engine.send(format!("position startpos moves {}", moves.join(" ")).trim_end());
         engine.send(&format!("go nodes {nodes}"));
         let lines = engine.read_until("bestmove");
         let last = lines
