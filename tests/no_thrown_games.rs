@@ -14,7 +14,7 @@ const BARE_KNIGHT: &str = "position fen r3k3/1P6/8/8/8/8/8/4K3 w q - 0 1 moves b
 const BARE_KNIGHT_FEN: &str = "r3k3/1P6/8/8/8/8/8/4K3 w q - 0 1";
 
 fn started() -> Engine {
-    let mut engine = Engine::start();
+    let mut engine = Engine::start_heuristic();
     engine.send("uci");
     engine.read_until("uciok");
     engine

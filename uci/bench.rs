@@ -1,11 +1,12 @@
 //! `banyan bench`: a fixed search over a fixed set of positions, for comparing speed; with
 //! `--game`, fixed real games replayed ply by ply with tree reuse, as games are played.
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use banyan_engine::{Engine, Event, GamePosition, GoRequest, Info, Limits};
+
+use banyan_nn::builtin::Weights;
 
 use crate::options::Options;
 
@@ -36,8 +37,8 @@ const POSITIONS: &[&str] = &[
 /// The games of `bench --game` (and of `scripts/measure` for Lc0): `<FEN> | <moves>` lines.
 const GAMES: &str = include_str!("../data/bench/games.txt");
 
-/// An engine with `threads` workers and the network `weights` (or the heuristic), ready.
-fn engine(weights: Option<PathBuf>, threads: u32) -> Result<Engine, String> {
+/// An engine with `threads` workers and the evaluator `weights`, ready.
+fn engine(weights: Weights, threads: u32) -> Result<Engine, String> {
     let mut options = Options::default();
     options.set("Threads", crate::options::Value::Int(threads as i64));
     let mut config = crate::session::engine_config(&options);
@@ -86,7 +87,7 @@ fn search(
 }
 
 /// Searches every position for `nodes` playouts from a fresh tree and prints the totals.
-pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+pub fn run(weights: Weights, nodes: u64, threads: u32) -> Result<(), String> {
     let mut engine = engine(weights, threads)?;
     println!(
         "bench: {} nodes per position, {threads} worker(s), evaluator: {}",
@@ -126,7 +127,7 @@ pub fn run(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), Str
 /// Replays the fixed games ply by ply in one engine (the tree is kept between plies, as in a
 /// game), `go nodes <nodes>` at every ply, and prints new nodes per second of wall time from
 /// `go` to `bestmove`, the median time per move, the cache hit rate and the mean minibatch.
-pub fn run_games(weights: Option<PathBuf>, nodes: u64, threads: u32) -> Result<(), String> {
+pub fn run_games(weights: Weights, nodes: u64, threads: u32) -> Result<(), String> {
     let mut engine = engine(weights, threads)?;
     println!(
         "bench --game: go nodes {nodes} at every ply, {threads} worker(s), evaluator: {}",

@@ -19,6 +19,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use banyan_nn::builtin::Weights;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -36,9 +37,9 @@ struct Cli {
 enum Sub {
     /// Search a fixed set of positions and print nodes, time and nodes per second.
     Bench {
-        /// An Lc0 network (default: the heuristic evaluator).
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        /// An Lc0 network file, `<default>` (the built-in network) or `<heuristic>`.
+        #[arg(long, default_value = "<default>")]
+        weights: Weights,
         /// Playouts per position.
         #[arg(long, default_value_t = 2000)]
         nodes: u64,
@@ -52,9 +53,9 @@ enum Sub {
     /// Positions per second of the evaluator alone, per batch size, through the real process
     /// and sockets and as a bare forward pass.
     Evalbench {
-        /// An Lc0 network (default: the heuristic evaluator).
-        #[arg(long)]
-        weights: Option<PathBuf>,
+        /// An Lc0 network file, `<default>` (the built-in network) or `<heuristic>`.
+        #[arg(long, default_value = "<default>")]
+        weights: Weights,
         /// Batch sizes to measure.
         #[arg(long = "batch", num_args = 1.., default_values_t = [1usize, 8, 32, 64, 256])]
         batches: Vec<usize>,
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
 }
 
 fn evalbench(
-    weights: Option<PathBuf>,
+    weights: Weights,
     batches: Vec<usize>,
     threads: usize,
     seconds: f64,

@@ -1,5 +1,6 @@
 //! The UCI options a GUI sees, their limits, and their current values.
 
+use banyan_nn::builtin::Weights;
 use vampirc_uci::UciOptionConfig;
 
 /// How a value is checked and shown.
@@ -54,7 +55,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "WeightsFile",
         kind: Kind::Text {
-            default: "<heuristic>",
+            default: Weights::BUILTIN,
         },
     },
     Decl {
@@ -350,7 +351,7 @@ mod tests {
         let o = Options::default();
         assert_eq!(o.int("Threads"), 2);
         assert!((o.float("PolicyTemperature") - 1.359).abs() < 1e-12);
-        assert_eq!(o.text("WeightsFile"), "<heuristic>");
+        assert_eq!(o.text("WeightsFile"), "<default>");
         assert_eq!(Options::declarations().count(), DECLS.len());
     }
 }

@@ -1,13 +1,14 @@
 //! The front-end's state between commands: options, the current position, and the engine.
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use banyan_engine::{
     Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode,
 };
 use cozy_chess::Color;
+
+use banyan_nn::builtin::Weights;
 
 use crate::command::{self, Command, GoParams};
 use crate::format;
@@ -103,7 +104,7 @@ impl Session {
                 .error(format_args!("LogFile: cannot open '{path}': {e}"));
         }
         if let ("WeightsFile", Value::Text(path)) = (name, &value)
-            && weights_path(path).is_some_and(|p| !p.is_file())
+            && Weights::parse(path).file().is_some_and(|p| !p.is_file())
         {
             return self.out.error(format_args!(
                 "WeightsFile: no such file '{path}'; keeping the current evaluator"
@@ -190,20 +191,12 @@ impl Session {
     }
 }
 
-/// `None` for the heuristic, else the path.
-fn weights_path(text: &str) -> Option<PathBuf> {
-    match text.trim() {
-        "" | "<heuristic>" | "<default>" => None,
-        path => Some(PathBuf::from(path)),
-    }
-}
-
 /// The engine's configuration from the option values.
 pub fn engine_config(o: &Options) -> EngineConfig {
     EngineConfig {
         threads: o.int("Threads") as u32,
         hash_mb: o.int("Hash") as u64,
-        weights: weights_path(o.text("WeightsFile")),
+        weights: Weights::parse(o.text("WeightsFile")),
         device: o.text("Backend").parse().unwrap_or_default(),
         eval_threads: o.int("EvalThreads") as usize,
         minibatch: o.int("MinibatchSize") as usize,

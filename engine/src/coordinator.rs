@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use banyan_nn::builtin::Weights;
 use banyan_nn::cache::EvalCache;
 use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess};
 use banyan_tree::Arena;
@@ -46,8 +47,8 @@ pub struct EngineConfig {
     pub threads: u32,
     /// Tree arena size, MB.
     pub hash_mb: u64,
-    /// An Lc0 network; `None` is the heuristic evaluator.
-    pub weights: Option<PathBuf>,
+    /// The built-in network, the heuristic evaluator or an Lc0 network file.
+    pub weights: Weights,
     pub device: DeviceChoice,
     /// libtorch CPU threads in the evaluator (0: one per core).
     pub eval_threads: usize,
@@ -70,7 +71,7 @@ impl Default for EngineConfig {
         EngineConfig {
             threads: 2,
             hash_mb: 256,
-            weights: None,
+            weights: Weights::Builtin,
             device: DeviceChoice::Auto,
             eval_threads: 0,
             minibatch: 32,

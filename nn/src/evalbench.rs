@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,11 +20,10 @@ use cozy_chess::Board;
 use thiserror::Error;
 
 use crate::backend::{Backend, EvalInput, RawEval};
+use crate::builtin::Weights;
 use crate::client::{ClientError, EvalClient};
 use crate::encode::{InputPlanes, PositionHistory};
 use crate::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess, SpawnError};
-use crate::heuristic::Heuristic;
-use crate::network::Network;
 use crate::policy::{for_each_legal_move, move_index, parse_uci_move};
 use crate::priors::softmax_priors;
 
@@ -63,8 +62,8 @@ const POSITIONS: [(&str, &str); 8] = [
 /// What to benchmark.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// An Lc0 weights file; `None` benchmarks the heuristic.
-    pub weights: Option<PathBuf>,
+    /// The evaluator to measure: the built-in network, the heuristic or a file.
+    pub weights: Weights,
     /// Batch sizes to measure, each on its own.
     pub batches: Vec<usize>,
     /// libtorch CPU threads, both in-process and in the evaluator.
@@ -78,7 +77,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            weights: None,
+            weights: Weights::Builtin,
             batches: vec![1, 8, 32, 64, 256],
             threads: 2,
             device: DeviceChoice::Auto,
@@ -228,16 +227,8 @@ fn batch_of<'a>(positions: &'a [(InputPlanes, Vec<u16>)], size: usize) -> Vec<Ev
 
 /// The backend the evaluator would serve, in this process.
 fn load_backend(options: &BenchOptions, max_batch: usize) -> Result<Box<dyn Backend>, BenchError> {
-    let Some(weights) = &options.weights else {
-        return Ok(Box::new(Heuristic::new(max_batch)));
-    };
-    tch::set_num_threads(options.threads as i32);
-    tch::set_num_interop_threads(1);
-    let device = evaluator::torch_device(options.device).map_err(BenchError::Load)?;
-    let mut network = Network::load(weights, device)
-        .map_err(|e| BenchError::Load(format!("{}: {e}", weights.display())))?;
-    network.set_max_batch(max_batch);
-    Ok(Box::new(network))
+    evaluator::open_backend(&options.weights, options.device, options.threads, max_batch)
+        .map_err(BenchError::Load)
 }
 
 /// Positions per second of `backend.evaluate` plus softmax on full batches of `batch`.

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::backend::Backend;
+use crate::builtin::Weights;
 use crate::client::{ClientError, EvalClient};
 use crate::heuristic::Heuristic;
 use crate::network::Network;
@@ -70,8 +71,8 @@ impl fmt::Display for DeviceChoice {
 /// Everything the evaluator process needs to know.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvaluatorConfig {
-    /// An Lc0 weights file; `None` serves the heuristic evaluator.
-    pub weights: Option<PathBuf>,
+    /// The built-in network, the heuristic or an Lc0 weights file.
+    pub weights: Weights,
     /// libtorch CPU threads for the forward pass.
     pub threads: usize,
     /// Where the network runs.
@@ -90,7 +91,7 @@ pub struct EvaluatorConfig {
 impl EvaluatorConfig {
     /// Defaults (2 threads, automatic device, batches of up to 256, temperature 1.359, 60 s to
     /// start) with a fresh socket path in a private temporary directory.
-    pub fn new(weights: Option<PathBuf>) -> EvaluatorConfig {
+    pub fn new(weights: Weights) -> EvaluatorConfig {
         EvaluatorConfig {
             weights,
             threads: 2,
@@ -110,9 +111,7 @@ impl EvaluatorConfig {
             args.push(name.into());
             args.push(value.into());
         };
-        if let Some(weights) = &self.weights {
-            push("--weights", weights.as_os_str());
-        }
+        push("--weights", &self.weights.to_os_string());
         push("--threads", self.threads.to_string().as_ref());
         push("--device", self.device.to_string().as_ref());
         push("--max-batch", self.max_batch.to_string().as_ref());
@@ -127,7 +126,7 @@ impl EvaluatorConfig {
     /// Parses arguments written by [`EvaluatorConfig::to_args`]; unknown or malformed ones are
     /// an error naming them. `--socket` is required.
     pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<EvaluatorConfig, String> {
-        let mut config = EvaluatorConfig::new(None);
+        let mut config = EvaluatorConfig::new(Weights::Builtin);
         let mut socket = None;
         let mut args = args.into_iter();
         while let Some(name) = args.next() {
@@ -143,7 +142,7 @@ impl EvaluatorConfig {
                     .ok_or_else(|| format!("{name}: expected a positive integer, got {s:?}"))
             };
             match name.as_str() {
-                "--weights" => config.weights = Some(value.into()),
+                "--weights" => config.weights = Weights::from(value.as_os_str()),
                 "--threads" => config.threads = number(text()?)?,
                 "--device" => config.device = text()?.parse()?,
                 "--max-batch" => config.max_batch = number(text()?)?,
@@ -369,15 +368,34 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
 
 /// The heuristic, or the network on the configured device and threads.
 fn load_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
-    let Some(weights) = &config.weights else {
-        return Ok(Box::new(Heuristic::new(config.max_batch)));
-    };
-    tch::set_num_threads(config.threads as i32);
+    open_backend(
+        &config.weights,
+        config.device,
+        config.threads,
+        config.max_batch,
+    )
+}
+
+/// The heuristic, or the network of `weights` on `device` with `threads` libtorch CPU
+/// threads (process-wide), for batches of up to `max_batch`.
+pub(crate) fn open_backend(
+    weights: &Weights,
+    device: DeviceChoice,
+    threads: usize,
+    max_batch: usize,
+) -> Result<Box<dyn Backend>, String> {
+    if *weights == Weights::Heuristic {
+        return Ok(Box::new(Heuristic::new(max_batch)));
+    }
+    tch::set_num_threads(threads as i32);
     tch::set_num_interop_threads(1);
-    let device = torch_device(config.device)?;
-    let mut network = Network::load(weights, device)
-        .map_err(|e| format!("loading {}: {e}", weights.display()))?;
-    network.set_max_batch(config.max_batch);
+    let device = torch_device(device)?;
+    let mut network = match weights {
+        Weights::File(path) => Network::load(path, device),
+        _ => Network::load_builtin(device),
+    }
+    .map_err(|e| format!("loading {weights}: {e}"))?;
+    network.set_max_batch(max_batch);
     Ok(Box::new(network))
 }
 
@@ -457,7 +475,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_args() {
-        let mut config = EvaluatorConfig::new(Some("/nets/a b.pb.gz".into()));
+        let mut config = EvaluatorConfig::new(Weights::File("/nets/a b.pb.gz".into()));
         config.threads = 3;
         config.device = DeviceChoice::Cpu;
         config.max_batch = 64;
@@ -466,8 +484,13 @@ mod tests {
             EvaluatorConfig::from_args(config.to_args()),
             Ok(config.clone())
         );
-        config.weights = None;
+        config.weights = Weights::Heuristic;
         config.device = DeviceChoice::Cuda;
+        assert_eq!(
+            EvaluatorConfig::from_args(config.to_args()),
+            Ok(config.clone())
+        );
+        config.weights = Weights::Builtin;
         assert_eq!(EvaluatorConfig::from_args(config.to_args()), Ok(config));
     }
 

@@ -1,10 +1,11 @@
 //! Lc0-compatible neural-network side of Banyan: position encoding (112 planes), the 1858-move
-//! policy map, networks on libtorch, weight loaders, the evaluator process and its socket
+//! policy map, networks on libtorch (Banyan's own built in), weight loaders, the evaluator process and its socket
 //! protocol, the shared evaluation cache and the heuristic evaluator.
 //!
 //! This crate knows chess (cozy-chess) and libtorch, and nothing of search.
 
 pub mod backend;
+pub mod builtin;
 pub mod encode;
 pub mod network;
 pub mod policy;

@@ -182,6 +182,14 @@ impl Network {
         Ok(network)
     }
 
+    /// Loads the built-in network ([`crate::builtin::NETWORK`]) onto `device`, for inference.
+    pub fn load_builtin(device: Device) -> Result<Network, LoadError> {
+        let weights = weights::from_gzip_bytes(crate::builtin::NETWORK)?;
+        let mut network = Network::from_weights(&weights, crate::builtin::NETWORK_NAME, device)?;
+        network.store.freeze();
+        Ok(network)
+    }
+
     /// Puts decoded weights on `device` as the trainable variables of a new store; `name`
     /// heads the description.
     pub fn from_weights(

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banyan_nn::backend::{Backend, EvalInput, RawEval};
+use banyan_nn::builtin::Weights;
 use banyan_nn::cache::EvalCache;
 use banyan_nn::client::ClientError;
 use banyan_nn::encode::{InputPlanes, PositionHistory};
@@ -96,7 +97,8 @@ fn main() -> ExitCode {
 
 /// Stand-in engine: spawns a heuristic evaluator, reports its pid and socket, and waits.
 fn engine_main() -> ExitCode {
-    let process = evaluator::spawn(&exe(), &EvaluatorConfig::new(None)).expect("spawn");
+    let process =
+        evaluator::spawn(&exe(), &EvaluatorConfig::new(Weights::Heuristic)).expect("spawn");
     println!("{} {}", process.pid(), process.socket().display());
     std::io::stdout().flush().unwrap();
     loop {
@@ -154,7 +156,7 @@ fn inputs(positions: &[(InputPlanes, Vec<u16>)]) -> Vec<EvalInput<'_>> {
 }
 
 fn heuristic_config() -> EvaluatorConfig {
-    EvaluatorConfig::new(None)
+    EvaluatorConfig::new(Weights::Heuristic)
 }
 
 /// Asserts that the process's answers are bit for bit the in-process backend's plus softmax.
@@ -205,7 +207,7 @@ fn network_answers_match_in_process() {
         let weights = dir.join(format!("{name}.pb.gz"));
         save(&NetWeights::random(&arch, 1), &weights, Encoding::Float16).unwrap();
         let mut network = Network::load(&weights, tch::Device::Cpu).unwrap();
-        let mut config = EvaluatorConfig::new(Some(weights));
+        let mut config = EvaluatorConfig::new(Weights::File(weights));
         config.device = DeviceChoice::Cpu;
         config.threads = 2;
         assert_same_numbers(&mut network, &config);
@@ -219,7 +221,7 @@ fn bad_weights_are_a_clear_error() {
     let garbage = dir.join("garbage.pb.gz");
     std::fs::write(&garbage, b"this is not a network").unwrap();
     for weights in [garbage.clone(), dir.join("missing.pb.gz")] {
-        let config = EvaluatorConfig::new(Some(weights.clone()));
+        let config = EvaluatorConfig::new(Weights::File(weights.clone()));
         match evaluator::spawn(&exe(), &config) {
             Err(SpawnError::Failed(message)) => {
                 assert!(message.contains(&*weights.to_string_lossy()), "{message}");

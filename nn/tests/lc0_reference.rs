@@ -204,6 +204,17 @@ fn lc0_reads_written_nets() {
             }
         }
     }
+    // Banyan's own built-in network, as committed: Lc0 reads it and agrees with Banyan.
+    let path = dir.join("builtin.pb.gz");
+    std::fs::write(&path, banyan_nn::builtin::NETWORK).unwrap();
+    let text = lc0_verbose_stats(&path, &positions);
+    let reference = parse_reference(&text);
+    assert_eq!(reference.len(), positions.len(), "{text}");
+    let mut network = Network::load_builtin(tch::Device::Cpu).expect("the built-in network");
+    let name = network.describe();
+    for expected in &reference {
+        compare(&name, &mut network, expected);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -26,6 +26,14 @@ impl Engine {
         Engine::start_in(env!("CARGO_MANIFEST_DIR"), false)
     }
 
+    /// Starts the engine on the heuristic evaluator instead of the built-in network: for tests
+    /// of the search machinery that run many thousands of playouts (the network has its own).
+    pub fn start_heuristic() -> Engine {
+        let mut engine = Engine::start();
+        engine.send("setoption name WeightsFile value <heuristic>");
+        engine
+    }
+
     /// Starts the engine in `dir`; with `empty_env`, as `env -i` would.
     pub fn start_in(dir: impl AsRef<Path>, empty_env: bool) -> Engine {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_banyan"));

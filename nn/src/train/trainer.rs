@@ -487,9 +487,20 @@ pub fn train(
             .seed
             .wrapping_mul(1_000_003)
             .wrapping_add(epoch as u64);
+        let mut reported = Instant::now();
         data.train_batches(seed, options.batch, options.shuffle_window, |samples| {
             let batch = Batch::new(samples, device);
             train.add(&trainer.step(&batch));
+            if reported.elapsed().as_secs_f64() >= PROGRESS_SECONDS {
+                reported = Instant::now();
+                on_event(Event::Progress {
+                    epoch: epoch + 1,
+                    positions: train.positions as u64,
+                    of: scan.train_positions,
+                    train,
+                    seconds: epoch_start.elapsed().as_secs_f64(),
+                });
+            }
             true
         })?;
         let validation = trainer.evaluate(&scan.validation, 256);

@@ -1,0 +1,122 @@
+//! Which weights the evaluator runs, and Banyan's own network compiled into the binary.
+//!
+//! The built-in network is trained by the project's own pipeline (`scripts/train`: Stockfish
+//! labels, `banyan train`, export to an Lc0 `.pb.gz`) and committed as `nn/net/banyan.pb.gz`;
+//! `nn/net/README.md` records how it was made. It is the default, so a fresh clone plays with
+//! a real network and no file beside it.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The built-in network's Lc0 `.pb.gz` bytes.
+pub const NETWORK: &[u8] = include_bytes!("../net/banyan.pb.gz");
+
+/// The name under which the built-in network describes itself.
+pub const NETWORK_NAME: &str = "banyan (built in)";
+
+/// What the evaluator runs, as the `WeightsFile` option and `--weights` flags name it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Weights {
+    /// The built-in network (`<default>`).
+    #[default]
+    Builtin,
+    /// The hand-written heuristic evaluator (`<heuristic>`): no network at all.
+    Heuristic,
+    /// An Lc0 `.pb.gz` file.
+    File(PathBuf),
+}
+
+impl Weights {
+    /// The option text of the built-in network.
+    pub const BUILTIN: &str = "<default>";
+    /// The option text of the heuristic evaluator.
+    pub const HEURISTIC: &str = "<heuristic>";
+
+    /// Reads an option value: `<default>` (or nothing) is the built-in network, `<heuristic>`
+    /// the heuristic, anything else a path.
+    pub fn parse(text: &str) -> Weights {
+        match text.trim() {
+            "" | Weights::BUILTIN => Weights::Builtin,
+            Weights::HEURISTIC => Weights::Heuristic,
+            path => Weights::File(PathBuf::from(path)),
+        }
+    }
+
+    /// The file, when the weights are one.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Weights::File(path) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The option text, as [`Weights::parse`] reads it back.
+    pub fn to_os_string(&self) -> OsString {
+        match self {
+            Weights::Builtin => Weights::BUILTIN.into(),
+            Weights::Heuristic => Weights::HEURISTIC.into(),
+            Weights::File(path) => path.as_os_str().to_owned(),
+        }
+    }
+}
+
+impl From<&std::ffi::OsStr> for Weights {
+    fn from(text: &std::ffi::OsStr) -> Weights {
+        match text.to_str() {
+            Some(text) => Weights::parse(text),
+            None => Weights::File(PathBuf::from(text)),
+        }
+    }
+}
+
+impl std::str::FromStr for Weights {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Weights, Self::Err> {
+        Ok(Weights::parse(text))
+    }
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Weights::Builtin => f.write_str(Weights::BUILTIN),
+            Weights::Heuristic => f.write_str(Weights::HEURISTIC),
+            Weights::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_texts_round_trip() {
+        for weights in [
+            Weights::Builtin,
+            Weights::Heuristic,
+            Weights::File("/nets/a b.pb.gz".into()),
+        ] {
+            assert_eq!(Weights::from(weights.to_os_string().as_os_str()), weights);
+            assert_eq!(Weights::parse(&weights.to_string()), weights);
+        }
+        assert_eq!(Weights::parse(""), Weights::Builtin);
+        assert_eq!(Weights::parse("  <heuristic> "), Weights::Heuristic);
+    }
+
+    #[test]
+    fn the_builtin_network_decodes_with_a_conv_policy_and_wdl_head() {
+        let weights = crate::weights::from_gzip_bytes(NETWORK).expect("the built-in network");
+        assert!(weights.value.is_wdl(), "{}", weights.describe());
+        assert!(
+            matches!(
+                weights.policy,
+                crate::weights::PolicyHead::Convolution { .. }
+            ),
+            "{}",
+            weights.describe()
+        );
+    }
+}

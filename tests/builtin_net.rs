@@ -1,0 +1,95 @@
+//! Banyan's own network, compiled into the binary, is what a plain start plays with;
+//! `<heuristic>` and a file still select the others, and a GUI sees which one is in use.
+
+mod common;
+
+use common::{Engine, bestmove_of, info_field, is_legal};
+
+/// The `info string evaluator: …` line that answers `setoption name WeightsFile value …`.
+fn evaluator_after(engine: &mut Engine, value: &str) -> String {
+    engine.send(&format!("setoption name WeightsFile value {value}"));
+    engine.send("isready");
+    let lines = engine.read_until("readyok");
+    lines
+        .iter()
+        .find(|l| l.starts_with("info string evaluator:"))
+        .unwrap_or_else(|| panic!("{value}: no evaluator line in {lines:?}"))
+        .clone()
+}
+
+#[test]
+fn the_built_in_network_is_the_default_and_plays() {
+    let mut engine = Engine::start();
+    engine.send("uci");
+    let lines = engine.read_until("uciok");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "option name WeightsFile type string default <default>"),
+        "{lines:?}"
+    );
+    // A search with no option set runs on the built-in network: its root priors are the
+    // network's, so the same search after selecting `<default>` explicitly gives the same
+    // move statistics, and the heuristic's differ.
+    let stats = |engine: &mut Engine| {
+        engine.send("setoption name VerboseMoveStats value true");
+        engine.send("setoption name Threads value 1");
+        engine.send("ucinewgame");
+        engine.send("position startpos moves e2e4");
+        engine.send("go nodes 1");
+        let lines = engine.read_until("bestmove");
+        let (best, _) = bestmove_of(&lines);
+        assert!(is_legal(None, &["e2e4"], &best), "{lines:?}");
+        let mut priors: Vec<(String, f64)> = lines
+            .iter()
+            .filter(|l| l.starts_with("info string") && l.contains("(P:"))
+            .filter(|l| !l.starts_with("info string node "))
+            .map(|l| {
+                let mv = l.split_whitespace().nth(2).unwrap_or("").to_string();
+                let p = l.split("(P:").nth(1).unwrap_or("");
+                let p = p.split('%').next().unwrap_or("").trim();
+                (mv, p.parse::<f64>().expect("a prior"))
+            })
+            .collect();
+        priors.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(priors.len(), 20, "{lines:?}");
+        priors
+    };
+    // Two sets of root priors, in percent, that differ by no more than batching's rounding.
+    let same = |a: &[(String, f64)], b: &[(String, f64)]| {
+        a.iter()
+            .zip(b)
+            .all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() <= 0.02)
+    };
+    let by_default = stats(&mut engine);
+    let builtin = evaluator_after(&mut engine, "<default>");
+    assert!(builtin.contains("banyan (built in)"), "{builtin}");
+    let explicit = stats(&mut engine);
+    assert!(
+        same(&explicit, &by_default),
+        "the default is not the built-in network: {by_default:?} {explicit:?}"
+    );
+    let heuristic = evaluator_after(&mut engine, "<heuristic>");
+    assert!(heuristic.contains("heuristic"), "{heuristic}");
+    let heuristic_priors = stats(&mut engine);
+    assert!(
+        !same(&heuristic_priors, &by_default),
+        "the heuristic gave the network's priors: {heuristic_priors:?}"
+    );
+
+    // And back: a full search on the built-in network, with a score before `bestmove`.
+    evaluator_after(&mut engine, "<default>");
+    engine.send("setoption name VerboseMoveStats value false");
+    engine.send("position startpos");
+    engine.send("go nodes 300");
+    let lines = engine.read_until("bestmove");
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("info depth"))
+        .unwrap();
+    assert_eq!(info_field(last, "nodes").as_deref(), Some("300"), "{last}");
+    assert!(info_field(last, "score").is_some(), "{last}");
+    assert!(is_legal(None, &[], &bestmove_of(&lines).0));
+    engine.quit();
+}
