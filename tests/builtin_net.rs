@@ -1,5 +1,6 @@
-//! Banyan's own network, compiled into the binary, is what a plain start plays with;
-//! `<heuristic>` and a file still select the others, and a GUI sees which one is in use.
+//! Banyan's own network, compiled into the binary, is selected by `<builtin>` and plays with no
+//! file beside it; the default stays the heuristic until the network out-plays it, and a GUI
+//! sees which evaluator is in use.
 
 mod common;
 
@@ -18,19 +19,18 @@ fn evaluator_after(engine: &mut Engine, value: &str) -> String {
 }
 
 #[test]
-fn the_built_in_network_is_the_default_and_plays() {
+fn the_built_in_network_is_selectable_and_plays() {
     let mut engine = Engine::start();
     engine.send("uci");
     let lines = engine.read_until("uciok");
     assert!(
         lines
             .iter()
-            .any(|l| l == "option name WeightsFile type string default <default>"),
+            .any(|l| l == "option name WeightsFile type string default <heuristic>"),
         "{lines:?}"
     );
-    // A search with no option set runs on the built-in network: its root priors are the
-    // network's, so the same search after selecting `<default>` explicitly gives the same
-    // move statistics, and the heuristic's differ.
+    // A search with no option set runs on the heuristic: the same search after selecting
+    // `<heuristic>` explicitly gives the same root priors, and the built-in network's differ.
     let stats = |engine: &mut Engine| {
         engine.send("setoption name VerboseMoveStats value true");
         engine.send("setoption name Threads value 1");
@@ -62,23 +62,26 @@ fn the_built_in_network_is_the_default_and_plays() {
             .all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() <= 0.02)
     };
     let by_default = stats(&mut engine);
-    let builtin = evaluator_after(&mut engine, "<default>");
-    assert!(builtin.contains("banyan (built in)"), "{builtin}");
+    let heuristic = evaluator_after(&mut engine, "<heuristic>");
+    assert!(heuristic.contains("heuristic"), "{heuristic}");
     let explicit = stats(&mut engine);
     assert!(
         same(&explicit, &by_default),
-        "the default is not the built-in network: {by_default:?} {explicit:?}"
+        "the default is not the heuristic: {by_default:?} {explicit:?}"
     );
-    let heuristic = evaluator_after(&mut engine, "<heuristic>");
-    assert!(heuristic.contains("heuristic"), "{heuristic}");
-    let heuristic_priors = stats(&mut engine);
+    let builtin = evaluator_after(&mut engine, "<builtin>");
+    assert!(builtin.contains("banyan (built in)"), "{builtin}");
+    let network = stats(&mut engine);
     assert!(
-        !same(&heuristic_priors, &by_default),
-        "the heuristic gave the network's priors: {heuristic_priors:?}"
+        !same(&network, &by_default),
+        "the built-in network gave the heuristic's priors: {network:?}"
     );
+    // `<default>` names the default evaluator.
+    let default = evaluator_after(&mut engine, "<default>");
+    assert!(default.contains("heuristic"), "{default}");
 
-    // And back: a full search on the built-in network, with a score before `bestmove`.
-    evaluator_after(&mut engine, "<default>");
+    // And a full search on the built-in network, with a score before `bestmove`.
+    evaluator_after(&mut engine, "<builtin>");
     engine.send("setoption name VerboseMoveStats value false");
     engine.send("position startpos");
     engine.send("go nodes 300");

@@ -37,8 +37,8 @@ struct Cli {
 enum Sub {
     /// Search a fixed set of positions and print nodes, time and nodes per second.
     Bench {
-        /// An Lc0 network file, `<default>` (the built-in network) or `<heuristic>`.
-        #[arg(long, default_value = "<default>")]
+        /// An Lc0 network file, `<builtin>` (the built-in network) or `<heuristic>`.
+        #[arg(long, default_value = "<heuristic>")]
         weights: Weights,
         /// Playouts per position.
         #[arg(long, default_value_t = 2000)]
@@ -53,8 +53,8 @@ enum Sub {
     /// Positions per second of the evaluator alone, per batch size, through the real process
     /// and sockets and as a bare forward pass.
     Evalbench {
-        /// An Lc0 network file, `<default>` (the built-in network) or `<heuristic>`.
-        #[arg(long, default_value = "<default>")]
+        /// An Lc0 network file, `<builtin>` (the built-in network) or `<heuristic>`.
+        #[arg(long, default_value = "<heuristic>")]
         weights: Weights,
         /// Batch sizes to measure.
         #[arg(long = "batch", num_args = 1.., default_values_t = [1usize, 8, 32, 64, 256])]

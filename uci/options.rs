@@ -55,7 +55,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "WeightsFile",
         kind: Kind::Text {
-            default: Weights::BUILTIN,
+            default: Weights::HEURISTIC,
         },
     },
     Decl {
@@ -351,7 +351,7 @@ mod tests {
         let o = Options::default();
         assert_eq!(o.int("Threads"), 2);
         assert!((o.float("PolicyTemperature") - 1.359).abs() < 1e-12);
-        assert_eq!(o.text("WeightsFile"), "<default>");
+        assert_eq!(o.text("WeightsFile"), "<heuristic>");
         assert_eq!(Options::declarations().count(), DECLS.len());
     }
 }

@@ -71,7 +71,7 @@ impl Default for EngineConfig {
         EngineConfig {
             threads: 2,
             hash_mb: 256,
-            weights: Weights::Builtin,
+            weights: Weights::default(),
             device: DeviceChoice::Auto,
             eval_threads: 0,
             minibatch: 32,

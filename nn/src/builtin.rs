@@ -2,8 +2,8 @@
 //!
 //! The built-in network is trained by the project's own pipeline (`scripts/train`: Stockfish
 //! labels, `banyan train`, export to an Lc0 `.pb.gz`) and committed as `nn/net/banyan.pb.gz`;
-//! `nn/net/README.md` records how it was made. It is the default, so a fresh clone plays with
-//! a real network and no file beside it.
+//! `nn/net/README.md` records how it was made and how it plays. `<builtin>` selects it; it
+//! becomes the default once it out-plays the heuristic at equal time (today it does not).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -18,10 +18,11 @@ pub const NETWORK_NAME: &str = "banyan (built in)";
 /// What the evaluator runs, as the `WeightsFile` option and `--weights` flags name it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Weights {
-    /// The built-in network (`<default>`).
-    #[default]
+    /// The built-in network (`<builtin>`).
     Builtin,
-    /// The hand-written heuristic evaluator (`<heuristic>`): no network at all.
+    /// The hand-written heuristic evaluator (`<heuristic>`): no network at all. The default,
+    /// as the evaluator that plays best at equal time today.
+    #[default]
     Heuristic,
     /// An Lc0 `.pb.gz` file.
     File(PathBuf),
@@ -29,15 +30,18 @@ pub enum Weights {
 
 impl Weights {
     /// The option text of the built-in network.
-    pub const BUILTIN: &str = "<default>";
+    pub const BUILTIN: &str = "<builtin>";
+    /// The option text of whichever evaluator is the default.
+    pub const DEFAULT: &str = "<default>";
     /// The option text of the heuristic evaluator.
     pub const HEURISTIC: &str = "<heuristic>";
 
-    /// Reads an option value: `<default>` (or nothing) is the built-in network, `<heuristic>`
-    /// the heuristic, anything else a path.
+    /// Reads an option value: `<builtin>` is the built-in network, `<heuristic>` the
+    /// heuristic, `<default>` (or nothing) the default one, anything else a path.
     pub fn parse(text: &str) -> Weights {
         match text.trim() {
-            "" | Weights::BUILTIN => Weights::Builtin,
+            "" | Weights::DEFAULT => Weights::default(),
+            Weights::BUILTIN => Weights::Builtin,
             Weights::HEURISTIC => Weights::Heuristic,
             path => Weights::File(PathBuf::from(path)),
         }
@@ -102,7 +106,8 @@ mod tests {
             assert_eq!(Weights::from(weights.to_os_string().as_os_str()), weights);
             assert_eq!(Weights::parse(&weights.to_string()), weights);
         }
-        assert_eq!(Weights::parse(""), Weights::Builtin);
+        assert_eq!(Weights::parse(""), Weights::default());
+        assert_eq!(Weights::parse("<default>"), Weights::default());
         assert_eq!(Weights::parse("  <heuristic> "), Weights::Heuristic);
     }
 

@@ -77,7 +77,7 @@ pub struct BenchOptions {
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
-            weights: Weights::Builtin,
+            weights: Weights::default(),
             batches: vec![1, 8, 32, 64, 256],
             threads: 2,
             device: DeviceChoice::Auto,

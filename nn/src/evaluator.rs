@@ -126,7 +126,7 @@ impl EvaluatorConfig {
     /// Parses arguments written by [`EvaluatorConfig::to_args`]; unknown or malformed ones are
     /// an error naming them. `--socket` is required.
     pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<EvaluatorConfig, String> {
-        let mut config = EvaluatorConfig::new(Weights::Builtin);
+        let mut config = EvaluatorConfig::new(Weights::default());
         let mut socket = None;
         let mut args = args.into_iter();
         while let Some(name) = args.next() {
