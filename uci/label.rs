@@ -34,6 +34,10 @@ pub struct LabelArgs {
     /// Share of the positions (past the first plies) that are labelled.
     #[arg(long, default_value_t = 0.3)]
     label_fraction: f64,
+    /// Share of the moves (past the first plies) that are uniformly random legal moves; the
+    /// position after each is labelled (what punishes a bad move).
+    #[arg(long, default_value_t = 0.03)]
+    random_moves: f64,
     /// Start positions (EPD or FEN lines); default: data/openings/banyan.epd if it exists,
     /// else the start position.
     #[arg(long)]
@@ -67,6 +71,12 @@ pub fn run(args: LabelArgs) -> Result<(), String> {
         return Err(format!(
             "--label-fraction {} is not in (0, 1]",
             args.label_fraction
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.random_moves) {
+        return Err(format!(
+            "--random-moves {} is not in [0, 1]",
+            args.random_moves
         ));
     }
     if args.chunk_positions == 0 {
@@ -114,6 +124,7 @@ pub fn run(args: LabelArgs) -> Result<(), String> {
             label_multipv: args.multipv,
             play_nodes: args.play_nodes,
             label_fraction: args.label_fraction,
+            random_move_rate: args.random_moves,
             ..PlaySettings::default()
         },
         book,

@@ -601,4 +601,46 @@ mod tests {
         assert_eq!(count, 13);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+    #[test]
+    fn random_moves_are_played_and_the_positions_after_them_labelled() {
+        let test =
+            "train::label::tests::random_moves_are_played_and_the_positions_after_them_labelled";
+        let Some(path) = stockfish_or_skip(test) else {
+            return;
+        };
+        let mut engine = stockfish::Stockfish::start(&path, 4).unwrap();
+        let settings = PlaySettings {
+            label_nodes: 300,
+            label_multipv: 2,
+            play_nodes: 50,
+            label_fraction: 0.0,
+            random_move_rate: 1.0,
+            max_plies: 16,
+            ..PlaySettings::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(3);
+        let start = Board::default();
+        let record = play_game(&mut engine, &mut rng, start.clone(), &settings, |_| {
+            Decision::Label
+        })
+        .unwrap();
+        // No position is labelled by chance; every one after a random move (all moves past
+        // the first plies) is.
+        let labelled: Vec<usize> = record.labels.iter().map(|(i, _)| *i).collect();
+        let first = settings.skip_plies + 1;
+        assert_eq!(labelled.first(), Some(&first), "{labelled:?}");
+        assert!(
+            labelled.windows(2).all(|w| w[1] == w[0] + 1),
+            "{labelled:?}"
+        );
+        assert!(
+            *labelled.last().unwrap() + 1 >= record.moves.len(),
+            "{labelled:?}"
+        );
+        let mut board = start;
+        for mv in &record.moves {
+            assert!(board.is_legal(*mv), "{mv} in {board}");
+            board.play_unchecked(*mv);
+        }
+    }
 }

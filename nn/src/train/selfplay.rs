@@ -1,6 +1,10 @@
 //! The position source: games Stockfish plays against itself at low node counts from book
 //! positions (or the start position), with randomised move choice, some of whose positions
 //! get a deeper labelling search.
+//!
+//! Now and then a side plays a uniformly random legal move instead, and the position after it
+//! is always labelled: a search network meets such positions at every node (its search tries
+//! bad moves too) and must see what punishes them, which good play alone never shows it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +28,9 @@ pub struct PlaySettings {
     pub play_multipv: usize,
     /// Probability that a position (past `skip_plies`) is labelled.
     pub label_fraction: f64,
+    /// Probability that a move (past `skip_plies`) is a uniformly random legal one; the
+    /// position after it is labelled.
+    pub random_move_rate: f64,
     /// Plies from the start position that are never labelled (book games start later).
     pub skip_plies: usize,
     /// Games stop (outcome unknown) after this many plies.
@@ -38,6 +45,7 @@ impl Default for PlaySettings {
             play_nodes: 600,
             play_multipv: 4,
             label_fraction: 0.3,
+            random_move_rate: 0.03,
             skip_plies: 4,
             max_plies: 320,
         }
@@ -128,6 +136,7 @@ pub fn play_game(
     let mut seen: HashMap<u64, u8> = HashMap::new();
     let mut decisive = 0usize;
     let mut quiet = 0usize;
+    let mut after_random = false;
     let outcome = loop {
         if let Some(outcome) = rules_outcome(&board, &seen) {
             break outcome;
@@ -136,7 +145,8 @@ pub fn play_game(
             break Outcome::Unknown;
         }
         let ply = start_ply + moves.len();
-        let decision = if ply >= settings.skip_plies && rng.f64() < settings.label_fraction {
+        let labelled = after_random || rng.f64() < settings.label_fraction;
+        let decision = if ply >= settings.skip_plies && labelled {
             decide(&board)
         } else {
             Decision::Skip
@@ -175,7 +185,11 @@ pub fn play_game(
         if quiet >= 20 && moves.len() >= 100 {
             break Outcome::Draw;
         }
-        let mv = choose(&search.lines, moves.len(), rng);
+        after_random = ply >= settings.skip_plies && rng.f64() < settings.random_move_rate;
+        let mv = match after_random {
+            true => random_move(&board, rng),
+            false => choose(&search.lines, moves.len(), rng),
+        };
         uci_moves.push(uci_move(&board, mv, false));
         moves.push(mv);
         board.play_unchecked(mv);
@@ -224,6 +238,16 @@ fn label_of(lines: &[Line], best: Move) -> Option<Label> {
         }
     };
     Some(Label { wdl, lines, best })
+}
+
+/// A uniformly random legal move of `board` (which has one: the game is not over).
+fn random_move(board: &Board, rng: &mut fastrand::Rng) -> Move {
+    let mut legal = Vec::new();
+    board.generate_moves(|moves| {
+        legal.extend(moves);
+        false
+    });
+    legal[rng.usize(..legal.len())]
 }
 
 /// Samples a move among the lines by a softmax over their scores: hotter in the first plies
