@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Engine, bestmove_of, info_field, is_legal};
+use common::{
+    Engine, bestmove_of, info_field, is_legal, last_search_info, prior_difference, priors,
+};
 
 /// The `info string evaluator: …` line that answers `setoption name WeightsFile value …`.
 fn evaluator_after(engine: &mut Engine, value: &str) -> String {
@@ -31,36 +33,16 @@ fn the_built_in_network_is_selectable_and_plays() {
     );
     // A search with no option set runs on the heuristic: the same search after selecting
     // `<heuristic>` explicitly gives the same root priors, and the built-in network's differ.
+    engine.send("setoption name VerboseMoveStats value true");
+    engine.send("setoption name Threads value 1");
+    let position = "position startpos moves e2e4";
     let stats = |engine: &mut Engine| {
-        engine.send("setoption name VerboseMoveStats value true");
-        engine.send("setoption name Threads value 1");
-        engine.send("ucinewgame");
-        engine.send("position startpos moves e2e4");
-        engine.send("go nodes 1");
-        let lines = engine.read_until("bestmove");
-        let (best, _) = bestmove_of(&lines);
-        assert!(is_legal(None, &["e2e4"], &best), "{lines:?}");
-        let mut priors: Vec<(String, f64)> = lines
-            .iter()
-            .filter(|l| l.starts_with("info string") && l.contains("(P:"))
-            .filter(|l| !l.starts_with("info string node "))
-            .map(|l| {
-                let mv = l.split_whitespace().nth(2).unwrap_or("").to_string();
-                let p = l.split("(P:").nth(1).unwrap_or("");
-                let p = p.split('%').next().unwrap_or("").trim();
-                (mv, p.parse::<f64>().expect("a prior"))
-            })
-            .collect();
-        priors.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(priors.len(), 20, "{lines:?}");
-        priors
+        let root = priors(engine, position);
+        assert_eq!(root.len(), 20, "{root:?}");
+        root
     };
     // Two sets of root priors, in percent, that differ by no more than batching's rounding.
-    let same = |a: &[(String, f64)], b: &[(String, f64)]| {
-        a.iter()
-            .zip(b)
-            .all(|(x, y)| x.0 == y.0 && (x.1 - y.1).abs() <= 0.02)
-    };
+    let same = |a, b| prior_difference(a, b) <= 0.02;
     let by_default = stats(&mut engine);
     let heuristic = evaluator_after(&mut engine, "<heuristic>");
     assert!(heuristic.contains("heuristic"), "{heuristic}");
@@ -86,11 +68,7 @@ fn the_built_in_network_is_selectable_and_plays() {
     engine.send("position startpos");
     engine.send("go nodes 300");
     let lines = engine.read_until("bestmove");
-    let last = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("info depth"))
-        .unwrap();
+    let last = last_search_info(&lines);
     assert_eq!(info_field(last, "nodes").as_deref(), Some("300"), "{last}");
     assert!(info_field(last, "score").is_some(), "{last}");
     assert!(is_legal(None, &[], &bestmove_of(&lines).0));

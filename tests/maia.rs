@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Engine, bestmove_of, net, shared_nets_or_skip};
+use common::{Engine, bestmove_of, last_search_info, net, shared_nets_or_skip};
 
 /// Sets `WeightsFile` to the third-party net `name` and checks the engine says it is in use.
 fn use_net(engine: &mut Engine, name: &str) {
@@ -49,11 +49,7 @@ fn maia_finds_mate_in_two() {
         engine.send("go nodes 2000");
         let lines = engine.read_until("bestmove");
         assert_eq!(bestmove_of(&lines).0, mate, "{fen}: {lines:?}");
-        let info = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("info depth"))
-            .unwrap();
+        let info = last_search_info(&lines);
         assert!(info.contains("score mate 2 "), "{fen}: {info}");
     }
     engine.quit();

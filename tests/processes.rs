@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Engine, bestmove_of, is_legal};
+use common::{Engine, bestmove_of, is_legal, last_search_info};
 
 /// Child processes of `pid` (all threads), with their command lines.
 fn children(pid: u32) -> Vec<(u32, String)> {
@@ -210,11 +210,7 @@ fn a_killed_worker_is_replaced_and_its_virtual_loss_removed() {
         // The next search runs on a healed pool and reaches its exact node count.
         engine.send("go nodes 500");
         let lines = engine.read_until("bestmove");
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("info depth"))
-            .unwrap();
+        let last = last_search_info(&lines);
         assert_eq!(
             common::info_field(last, "nodes").as_deref(),
             Some("500"),

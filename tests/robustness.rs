@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use banyan_nn::weights::Architecture;
-use common::{Engine, TestNet, bestmove_of, is_legal, tiny};
+use common::{Engine, TestNet, bestmove_of, is_legal, prior_difference, priors, tiny};
 
 /// Lines that must each leave the engine working. Before `uci` on purpose.
 fn nasty_lines() -> Vec<Vec<u8>> {
@@ -318,35 +317,6 @@ fn a_weights_file_that_disappears_or_turns_to_garbage_between_games() {
     let lines = game(&mut engine, &["e2e4", "e7e5"]);
     assert!(errors(&lines).is_empty(), "a good net again: {lines:?}");
     engine.quit();
-}
-
-/// The prior (percent) of each move in the `VerboseMoveStats` lines after `go nodes 1`.
-fn priors(engine: &mut Engine, position: &str) -> BTreeMap<String, f32> {
-    engine.send("ucinewgame");
-    engine.send(position);
-    engine.send("go nodes 1");
-    engine
-        .read_until("bestmove")
-        .iter()
-        .filter_map(|l| {
-            // The root's own `node` line is not a move.
-            let rest = l.strip_prefix("info string ")?;
-            if rest.starts_with("node ") {
-                return None;
-            }
-            let p = rest.find("(P:")? + 3;
-            let prior = rest[p..p + rest[p..].find('%')?].trim().parse().ok()?;
-            Some((rest.split_whitespace().next()?.to_string(), prior))
-        })
-        .collect()
-}
-
-/// The largest difference between two sets of priors of the same moves.
-fn prior_difference(a: &BTreeMap<String, f32>, b: &BTreeMap<String, f32>) -> f32 {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    a.iter()
-        .map(|(mv, p)| (p - b[mv]).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

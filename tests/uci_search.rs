@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Engine, bestmove_of, info_field, is_legal};
+use common::{Engine, bestmove_of, info_field, is_legal, last_search_info};
 
 #[test]
 fn go_nodes_from_a_terminal_prints_info_and_a_legal_move() {
@@ -53,11 +53,7 @@ fn go_nodes_is_exact_at_every_move_of_a_game() {
             moves.clear();
             continue;
         }
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with("info depth"))
-            .expect("an info line");
+        let last = last_search_info(&lines);
         // A root proven by the search (a forced mate) ends it at once, by design.
         let proven = info_field(last, "score").is_some_and(|s| s == "mate");
         let searched: u64 = info_field(last, "nodes").unwrap().parse().unwrap();
@@ -205,11 +201,7 @@ fn mate_in_one_is_found_and_scored_as_mate() {
     engine.send("go nodes 2000");
     let lines = engine.read_until("bestmove");
     assert_eq!(bestmove_of(&lines).0, "d1d8", "{lines:?}");
-    let last_info = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("info depth"))
-        .unwrap();
+    let last_info = last_search_info(&lines);
     assert!(last_info.contains("score mate 1"), "{last_info}");
     engine.quit();
 }

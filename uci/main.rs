@@ -38,7 +38,7 @@ enum Sub {
     /// Search a fixed set of positions and print nodes, time and nodes per second.
     Bench {
         /// An Lc0 network file, `<builtin>` (the built-in network) or `<heuristic>`.
-        #[arg(long, default_value = "<heuristic>")]
+        #[arg(long, default_value_t)]
         weights: Weights,
         /// Playouts per position.
         #[arg(long, default_value_t = 2000)]
@@ -54,7 +54,7 @@ enum Sub {
     /// and sockets and as a bare forward pass.
     Evalbench {
         /// An Lc0 network file, `<builtin>` (the built-in network) or `<heuristic>`.
-        #[arg(long, default_value = "<heuristic>")]
+        #[arg(long, default_value_t)]
         weights: Weights,
         /// Batch sizes to measure.
         #[arg(long = "batch", num_args = 1.., default_values_t = [1usize, 8, 32, 64, 256])]

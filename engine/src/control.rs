@@ -153,12 +153,6 @@ impl ControlBlock {
         true
     }
 
-    /// Whether a playout could be claimed now (one given back after the budget ran out).
-    pub fn has_budget(&self) -> bool {
-        // Relaxed: as in `claim`.
-        self.claimed.load(Ordering::Relaxed) < self.budget.load(Ordering::Relaxed)
-    }
-
     /// Gives back a claimed playout that did not happen (a collision, a lost evaluator).
     pub fn unclaim(&self, id: usize) {
         self.workers[id].outstanding.fetch_sub(1, Ordering::Relaxed);

@@ -104,7 +104,6 @@ impl WorkerProcess {
             in_flight: VecDeque::new(),
             legal: Vec::with_capacity(64),
             collided: Vec::new(),
-            budget_spent: false,
         };
         let result = search.run(client);
         search.abandon();
@@ -187,8 +186,6 @@ struct Search<'a> {
     legal: Vec<Move>,
     /// Descents that collided during the current gather (kept to reuse the allocation).
     collided: Vec<Path>,
-    /// Whether the last gather ended because the playout budget was spent.
-    budget_spent: bool,
 }
 
 impl Search<'_> {
@@ -222,7 +219,8 @@ impl Search<'_> {
             }
             // Keep two minibatches in flight: answer the older one once a second is out, or
             // when nothing new could be gathered.
-            if self.in_flight.len() >= 2 || (!sent && !self.in_flight.is_empty()) {
+            let answer = self.in_flight.len() >= 2 || (!sent && !self.in_flight.is_empty());
+            if answer {
                 let (ticket, batch) = self.in_flight.pop_front().expect("non-empty");
                 match client.recv(ticket) {
                     Ok(evals) => self.land(batch, evals),
@@ -233,13 +231,9 @@ impl Search<'_> {
                 }
             }
             if !more && self.in_flight.is_empty() && (stopping || !sent) {
-                // A playout given back after the budget ran out (a failed expansion, a
-                // re-expansion) is played again, so that `go nodes N` reaches N exactly.
-                if stopping || !self.budget_spent || !self.block.has_budget() {
-                    return Ok(());
-                }
+                return Ok(());
             }
-            if !sent && more {
+            if !sent && !answer && more {
                 // Only collisions: other workers are expanding our leaves. Sleep rather than
                 // yield, so that a busy machine's cores go to the evaluator doing that work.
                 std::thread::sleep(std::time::Duration::from_micros(100));
@@ -270,12 +264,13 @@ impl Search<'_> {
         // fill no batch: bound the attempts so the stop flag is seen between gathers.
         let mut attempts = 0;
         let mut more = true;
-        self.budget_spent = false;
         while batch.len() < size && collided.len() < size && attempts < 4 * size {
             attempts += 1;
             if !self.block.claim(self.id) {
-                self.budget_spent = true;
-                more = false;
+                // Spent, but a leaf of ours still out may give its playout back (a failed
+                // expansion, a re-expansion): then it is played again, so that `go nodes N`
+                // reaches N exactly.
+                more = !batch.is_empty() || !self.in_flight.is_empty();
                 break;
             }
             let mut path = Path::new();

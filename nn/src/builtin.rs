@@ -58,9 +58,8 @@ impl Weights {
     /// The option text, as [`Weights::parse`] reads it back.
     pub fn to_os_string(&self) -> OsString {
         match self {
-            Weights::Builtin => Weights::BUILTIN.into(),
-            Weights::Heuristic => Weights::HEURISTIC.into(),
-            Weights::File(path) => path.as_os_str().to_owned(),
+            Weights::File(path) => path.as_os_str().to_owned(), // also a non-UTF-8 path
+            named => named.to_string().into(),
         }
     }
 }

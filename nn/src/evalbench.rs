@@ -159,7 +159,10 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
     }
     let positions = bench_positions();
     let max_batch = options.batches.iter().copied().max().unwrap_or(1);
-    let mut backend = load_backend(options, max_batch)?;
+    // The backend the evaluator would serve, in this process.
+    let mut backend =
+        evaluator::open_backend(&options.weights, options.device, options.threads, max_batch)
+            .map_err(BenchError::Load)?;
     let mut rows = Vec::new();
     for &batch in &options.batches {
         let mut config = EvaluatorConfig::new(options.weights.clone());
@@ -223,12 +226,6 @@ fn batch_of<'a>(positions: &'a [(InputPlanes, Vec<u16>)], size: usize) -> Vec<Ev
         .take(size)
         .map(|(planes, moves)| EvalInput { planes, moves })
         .collect()
-}
-
-/// The backend the evaluator would serve, in this process.
-fn load_backend(options: &BenchOptions, max_batch: usize) -> Result<Box<dyn Backend>, BenchError> {
-    evaluator::open_backend(&options.weights, options.device, options.threads, max_batch)
-        .map_err(BenchError::Load)
 }
 
 /// Positions per second of `backend.evaluate` plus softmax on full batches of `batch`.

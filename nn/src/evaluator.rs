@@ -350,7 +350,12 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
         )
     }
     .map_err(|e| format!("ignoring SIGPIPE: {e}"))?;
-    let backend = load_backend(&config)?;
+    let backend = open_backend(
+        &config.weights,
+        config.device,
+        config.threads,
+        config.max_batch,
+    )?;
     let listener = UnixListener::bind(&config.socket)
         .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
     let description = backend.describe().replace('\n', " ");
@@ -364,16 +369,6 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
     };
     let err = server::serve(listener, backend, server_config);
     Err(format!("accepting connections: {err}"))
-}
-
-/// The heuristic, or the network on the configured device and threads.
-fn load_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
-    open_backend(
-        &config.weights,
-        config.device,
-        config.threads,
-        config.max_batch,
-    )
 }
 
 /// The heuristic, or the network of `weights` on `device` with `threads` libtorch CPU

@@ -1,6 +1,6 @@
 //! Lc0-compatible neural-network side of Banyan: position encoding (112 planes), the 1858-move
-//! policy map, networks on libtorch (Banyan's own built in), weight loaders, the evaluator process and its socket
-//! protocol, the shared evaluation cache and the heuristic evaluator.
+//! policy map, networks on libtorch (Banyan's own built in), weight loaders, the evaluator
+//! process and its socket protocol, the shared evaluation cache and the heuristic evaluator.
 //!
 //! This crate knows chess (cozy-chess) and libtorch, and nothing of search.
 

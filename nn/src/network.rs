@@ -177,15 +177,18 @@ impl Network {
                     .to_string()
             })
             .unwrap_or_default();
-        let mut network = Network::from_weights(&weights, &name, device)?;
-        network.store.freeze();
-        Ok(network)
+        Network::frozen(&weights, &name, device)
     }
 
     /// Loads the built-in network ([`crate::builtin::NETWORK`]) onto `device`, for inference.
     pub fn load_builtin(device: Device) -> Result<Network, LoadError> {
         let weights = weights::from_gzip_bytes(crate::builtin::NETWORK)?;
-        let mut network = Network::from_weights(&weights, crate::builtin::NETWORK_NAME, device)?;
+        Network::frozen(&weights, crate::builtin::NETWORK_NAME, device)
+    }
+
+    /// Decoded weights on `device` with their variables frozen, for inference.
+    fn frozen(weights: &NetWeights, name: &str, device: Device) -> Result<Network, LoadError> {
+        let mut network = Network::from_weights(weights, name, device)?;
         network.store.freeze();
         Ok(network)
     }

@@ -190,31 +190,30 @@ fn lc0_reads_written_nets() {
         tiny(false, true, false, Activation::Mish),
     ];
     let positions = ["startpos", "startpos moves e2e4 e7e5 g1f3"];
+    // Lc0 reads the file at `path`, and `network` (Banyan's reading of it) agrees.
+    let agree = |path: &Path, network: &mut Network, name: &str| {
+        let text = lc0_verbose_stats(path, &positions);
+        let reference = parse_reference(&text);
+        assert_eq!(reference.len(), positions.len(), "{text}");
+        for expected in &reference {
+            compare(name, network, expected);
+        }
+    };
     for (seed, arch) in kinds.iter().enumerate() {
         for encoding in [Encoding::Linear16, Encoding::Float16] {
             let path = dir.join(format!("net{seed}-{encoding:?}.pb.gz"));
             weights::save(&NetWeights::random(arch, seed as u64), &path, encoding).unwrap();
-            let text = lc0_verbose_stats(&path, &positions);
-            let reference = parse_reference(&text);
-            assert_eq!(reference.len(), positions.len(), "{text}");
             let mut network = Network::load(&path, tch::Device::Cpu).expect("load");
             let name = format!("{} {encoding:?}", network.describe());
-            for expected in &reference {
-                compare(&name, &mut network, expected);
-            }
+            agree(&path, &mut network, &name);
         }
     }
-    // Banyan's own built-in network, as committed: Lc0 reads it and agrees with Banyan.
+    // Banyan's own built-in network, as committed.
     let path = dir.join("builtin.pb.gz");
     std::fs::write(&path, banyan_nn::builtin::NETWORK).unwrap();
-    let text = lc0_verbose_stats(&path, &positions);
-    let reference = parse_reference(&text);
-    assert_eq!(reference.len(), positions.len(), "{text}");
     let mut network = Network::load_builtin(tch::Device::Cpu).expect("the built-in network");
     let name = network.describe();
-    for expected in &reference {
-        compare(&name, &mut network, expected);
-    }
+    agree(&path, &mut network, &name);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

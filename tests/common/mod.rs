@@ -2,6 +2,7 @@
 //! (written by the project, or third-party ones in ../shared/nets) and reporting a skipped test.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -26,8 +27,8 @@ impl Engine {
         Engine::start_in(env!("CARGO_MANIFEST_DIR"), false)
     }
 
-    /// Starts the engine on the heuristic evaluator instead of the built-in network: for tests
-    /// of the search machinery that run many thousands of playouts (the network has its own).
+    /// Starts the engine on the heuristic evaluator, whatever the default: for tests of the
+    /// search machinery that run many thousands of playouts (the networks have their own).
     pub fn start_heuristic() -> Engine {
         let mut engine = Engine::start();
         engine.send("setoption name WeightsFile value <heuristic>");
@@ -169,6 +170,51 @@ pub fn is_legal(fen: Option<&str>, moves: &[&str], mv: &str) -> bool {
         board.play(m);
     }
     banyan_nn::policy::parse_uci_move(&board, mv, false).is_some()
+}
+
+/// The last `info depth …` line in `lines` (the search's final report).
+pub fn last_search_info(lines: &[String]) -> &String {
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("info depth"))
+        .unwrap_or_else(|| panic!("no info depth line: {lines:?}"))
+}
+
+/// The prior (percent) of each root move in the `VerboseMoveStats` lines after `go nodes 1`
+/// (`VerboseMoveStats` set by the caller); the `bestmove` must be one of those moves.
+pub fn priors(engine: &mut Engine, position: &str) -> BTreeMap<String, f32> {
+    engine.send("ucinewgame");
+    engine.send(position);
+    engine.send("go nodes 1");
+    let lines = engine.read_until("bestmove");
+    let priors: BTreeMap<String, f32> = lines
+        .iter()
+        .filter_map(|l| {
+            // The root's own `node` line is not a move.
+            let rest = l.strip_prefix("info string ")?;
+            if rest.starts_with("node ") {
+                return None;
+            }
+            let p = rest.find("(P:")? + 3;
+            let prior = rest[p..p + rest[p..].find('%')?].trim().parse().ok()?;
+            Some((rest.split_whitespace().next()?.to_string(), prior))
+        })
+        .collect();
+    let (best, _) = bestmove_of(&lines);
+    assert!(
+        priors.contains_key(&best),
+        "{best} is no root move: {lines:?}"
+    );
+    priors
+}
+
+/// The largest difference between two sets of priors of the same moves.
+pub fn prior_difference(a: &BTreeMap<String, f32>, b: &BTreeMap<String, f32>) -> f32 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    a.iter()
+        .map(|(mv, p)| (p - b[mv]).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The value after `name` in an info line.

@@ -601,6 +601,7 @@ mod tests {
         assert_eq!(count, 13);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
     #[test]
     fn random_moves_are_played_and_the_positions_after_them_labelled() {
         let test =
