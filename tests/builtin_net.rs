@@ -10,13 +10,18 @@ use common::{
 
 /// The `info string evaluator: …` line that answers `setoption name WeightsFile value …`.
 fn evaluator_after(engine: &mut Engine, value: &str) -> String {
-    engine.send(&format!("setoption name WeightsFile value {value}"));
+    evaluator_after_option(engine, "WeightsFile", value)
+}
+
+/// The `info string evaluator: …` line that answers `setoption name <option> value <value>`.
+fn evaluator_after_option(engine: &mut Engine, option: &str, value: &str) -> String {
+    engine.send(&format!("setoption name {option} value {value}"));
     engine.send("isready");
     let lines = engine.read_until("readyok");
     lines
         .iter()
         .find(|l| l.starts_with("info string evaluator:"))
-        .unwrap_or_else(|| panic!("{value}: no evaluator line in {lines:?}"))
+        .unwrap_or_else(|| panic!("{option} {value}: no evaluator line in {lines:?}"))
         .clone()
 }
 
@@ -72,5 +77,26 @@ fn the_built_in_network_is_selectable_and_plays() {
     assert_eq!(info_field(last, "nodes").as_deref(), Some("300"), "{last}");
     assert!(info_field(last, "score").is_some(), "{last}");
     assert!(is_legal(None, &[], &bestmove_of(&lines).0));
+    engine.quit();
+}
+
+/// `Precision` picks what the network computes in, the evaluator line says which, and
+/// bfloat16's root priors stay within a percentage point of fp32's.
+#[test]
+fn precision_is_chosen_by_option_and_bf16_stays_close() {
+    let mut engine = Engine::start();
+    engine.send("setoption name VerboseMoveStats value true");
+    engine.send("setoption name Threads value 1");
+    evaluator_after(&mut engine, "<builtin>");
+    let position = "position startpos moves d2d4 g8f6";
+    let fp32 = evaluator_after_option(&mut engine, "Precision", "fp32");
+    assert!(!fp32.contains("bf16"), "{fp32}");
+    let exact = priors(&mut engine, position);
+    let bf16 = evaluator_after_option(&mut engine, "Precision", "bf16");
+    assert!(bf16.contains("(bf16)"), "{bf16}");
+    let reduced = priors(&mut engine, position);
+    assert_eq!(exact.len(), reduced.len(), "{exact:?} {reduced:?}");
+    let gap = prior_difference(&exact, &reduced);
+    assert!(gap <= 1.0, "{gap} points apart: {exact:?} {reduced:?}");
     engine.quit();
 }

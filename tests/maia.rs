@@ -79,6 +79,8 @@ fn at_100_nodes_the_move_lc0_prefers() {
     let mut engine = Engine::start();
     // One worker, as Lc0's reference run had one thread: its search is deterministic.
     engine.send("setoption name Threads value 1");
+    // And in fp32, as Lc0's BLAS backend computes.
+    engine.send("setoption name Precision value fp32");
     for (weights, position, lc0) in cases {
         use_net(&mut engine, weights);
         engine.send("ucinewgame");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use banyan_engine::{Engine, Event, GamePosition, GoRequest, Info, Limits};
 
 use banyan_nn::builtin::Weights;
+use banyan_nn::network::Precision;
 
 use crate::options::Options;
 
@@ -37,12 +38,14 @@ const POSITIONS: &[&str] = &[
 /// The games of `bench --game` (and of `scripts/measure` for Lc0): `<FEN> | <moves>` lines.
 const GAMES: &str = include_str!("../data/bench/games.txt");
 
-/// An engine with `threads` workers and the evaluator `weights`, ready.
-fn engine(weights: Weights, threads: u32) -> Result<Engine, String> {
+/// An engine with `threads` workers and the evaluator `weights` computing in `precision`,
+/// ready.
+fn engine(weights: Weights, threads: u32, precision: Precision) -> Result<Engine, String> {
     let mut options = Options::default();
     options.set("Threads", crate::options::Value::Int(threads as i64));
     let mut config = crate::session::engine_config(&options);
     config.weights = weights;
+    config.precision = precision;
     let mut engine = Engine::new(crate::own_exe());
     engine.configure(config)?;
     engine.ready()?;
@@ -87,8 +90,8 @@ fn search(
 }
 
 /// Searches every position for `nodes` playouts from a fresh tree and prints the totals.
-pub fn run(weights: Weights, nodes: u64, threads: u32) -> Result<(), String> {
-    let mut engine = engine(weights, threads)?;
+pub fn run(weights: Weights, nodes: u64, threads: u32, precision: Precision) -> Result<(), String> {
+    let mut engine = engine(weights, threads, precision)?;
     println!(
         "bench: {} nodes per position, {threads} worker(s), evaluator: {}",
         nodes,
@@ -127,8 +130,13 @@ pub fn run(weights: Weights, nodes: u64, threads: u32) -> Result<(), String> {
 /// Replays the fixed games ply by ply in one engine (the tree is kept between plies, as in a
 /// game), `go nodes <nodes>` at every ply, and prints new nodes per second of wall time from
 /// `go` to `bestmove`, the median time per move, the cache hit rate and the mean minibatch.
-pub fn run_games(weights: Weights, nodes: u64, threads: u32) -> Result<(), String> {
-    let mut engine = engine(weights, threads)?;
+pub fn run_games(
+    weights: Weights,
+    nodes: u64,
+    threads: u32,
+    precision: Precision,
+) -> Result<(), String> {
+    let mut engine = engine(weights, threads, precision)?;
     println!(
         "bench --game: go nodes {nodes} at every ply, {threads} worker(s), evaluator: {}",
         engine.evaluator_description().unwrap_or("?")

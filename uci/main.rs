@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use banyan_nn::builtin::Weights;
+use banyan_nn::network::Precision;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -49,6 +50,10 @@ enum Sub {
         /// Replay fixed real games ply by ply with tree reuse (game speed) instead.
         #[arg(long)]
         game: bool,
+        /// What the network computes in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or
+        /// bf16.
+        #[arg(long, default_value_t)]
+        precision: Precision,
     },
     /// Positions per second of the evaluator alone, per batch size, through the real process
     /// and sockets and as a bare forward pass.
@@ -65,6 +70,10 @@ enum Sub {
         /// Seconds of measuring per batch size and path.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// What the network computes in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or
+        /// bf16.
+        #[arg(long, default_value_t)]
+        precision: Precision,
     },
     /// Training data: Stockfish self-play positions labelled by deeper Stockfish searches
     /// (W/D/L, best move, MultiPV scores), written as compressed chunk files; resumable.
@@ -117,16 +126,18 @@ fn main() -> ExitCode {
             nodes,
             threads,
             game,
+            precision,
         }) => match game {
-            true => bench::run_games(weights, nodes, threads.max(1)),
-            false => bench::run(weights, nodes, threads.max(1)),
+            true => bench::run_games(weights, nodes, threads.max(1), precision),
+            false => bench::run(weights, nodes, threads.max(1), precision),
         },
         Some(Sub::Evalbench {
             weights,
             batches,
             threads,
             seconds,
-        }) => evalbench(weights, batches, threads, seconds),
+            precision,
+        }) => evalbench(weights, batches, threads, seconds, precision),
         Some(Sub::Label(args)) => label::run(args),
         Some(Sub::Train(args)) => train::run(args),
     };
@@ -144,6 +155,7 @@ fn evalbench(
     batches: Vec<usize>,
     threads: usize,
     seconds: f64,
+    precision: Precision,
 ) -> Result<(), String> {
     let exe = crate::own_exe();
     let options = banyan_nn::evalbench::BenchOptions {
@@ -155,6 +167,7 @@ fn evalbench(
             threads
         },
         device: banyan_nn::evaluator::DeviceChoice::Auto,
+        precision,
         duration: std::time::Duration::from_secs_f64(seconds.clamp(0.1, 600.0)),
     };
     let report = banyan_nn::evalbench::run(&exe, &options).map_err(|e| e.to_string())?;

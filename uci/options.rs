@@ -66,6 +66,13 @@ const DECLS: &[Decl] = &[
         },
     },
     Decl {
+        name: "Precision",
+        kind: Kind::Combo {
+            default: "auto",
+            vars: &["auto", "fp32", "bf16"],
+        },
+    },
+    Decl {
         name: "EvalThreads",
         kind: Kind::Spin {
             default: 0,

@@ -125,15 +125,16 @@ impl Session {
             return;
         }
         let previous = self.options.clone();
+        let previous_evaluator = self.engine.evaluator_description().map(str::to_string);
         self.options.set(name, value);
         if let Err(e) = self.engine.configure(engine_config(&self.options)) {
             self.out
                 .error(format_args!("{name}: {e}; keeping the current evaluator"));
             self.options = previous;
-        } else if name == "WeightsFile"
-            && let Some(description) = self.engine.evaluator_description()
+        } else if let Some(description) = self.engine.evaluator_description()
+            && (name == "WeightsFile" || Some(description) != previous_evaluator.as_deref())
         {
-            // The GUI (and a test) can see which network is in use.
+            // The GUI (and a test) can see which network is in use, and in what precision.
             self.out
                 .info_string(format_args!("evaluator: {description}"));
         }
@@ -198,6 +199,7 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         hash_mb: o.int("Hash") as u64,
         weights: Weights::parse(o.text("WeightsFile")),
         device: o.text("Backend").parse().unwrap_or_default(),
+        precision: o.text("Precision").parse().unwrap_or_default(),
         eval_threads: o.int("EvalThreads") as usize,
         minibatch: o.int("MinibatchSize") as usize,
         nncache_mb: o.int("NNCacheSize") as usize,

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use banyan_nn::network::Precision;
 use banyan_nn::train::trainer::{self, EpochReport, Event, Losses, TrainOptions};
 use banyan_nn::weights::{Architecture, Encoding};
 
@@ -47,6 +48,10 @@ pub struct TrainArgs {
     /// libtorch CPU threads (0: libtorch's default, one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// What the passes compute in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or bf16.
+    /// The weights stay fp32 either way (mixed precision).
+    #[arg(long, default_value_t)]
+    precision: Precision,
     /// Seed of the initial weights and of the sample order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -129,6 +134,7 @@ pub fn run(args: TrainArgs) -> Result<(), String> {
         resume: args.resume,
         cuda: !args.cpu,
         threads: args.threads,
+        precision: args.precision,
     };
     let start = match &options.init {
         Some(path) => format!("from {}", path.display()),

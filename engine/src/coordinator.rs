@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use banyan_nn::builtin::Weights;
 use banyan_nn::cache::EvalCache;
 use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess};
+use banyan_nn::network::Precision;
 use banyan_tree::Arena;
 use cozy_chess::Move;
 
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     /// The built-in network, the heuristic evaluator or an Lc0 network file.
     pub weights: Weights,
     pub device: DeviceChoice,
+    /// What the network computes in.
+    pub precision: Precision,
     /// libtorch CPU threads in the evaluator (0: one per core).
     pub eval_threads: usize,
     pub minibatch: usize,
@@ -73,6 +76,7 @@ impl Default for EngineConfig {
             hash_mb: 256,
             weights: Weights::default(),
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
             eval_threads: 0,
             minibatch: 32,
             nncache_mb: 64,
@@ -90,6 +94,7 @@ impl EngineConfig {
     fn evaluator_config(&self) -> EvaluatorConfig {
         let mut c = EvaluatorConfig::new(self.weights.clone());
         c.device = self.device;
+        c.precision = self.precision;
         c.threads = match self.eval_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -105,11 +110,13 @@ impl EngineConfig {
         (
             &self.weights,
             self.device,
+            self.precision,
             self.eval_threads,
             self.policy_temperature.to_bits(),
         ) == (
             &other.weights,
             other.device,
+            other.precision,
             other.eval_threads,
             other.policy_temperature.to_bits(),
         )
@@ -264,6 +271,7 @@ impl Engine {
                     result = Err(e.to_string());
                     config.weights = self.config.weights.clone();
                     config.device = self.config.device;
+                    config.precision = self.config.precision;
                     config.eval_threads = self.config.eval_threads;
                     config.policy_temperature = self.config.policy_temperature;
                 }

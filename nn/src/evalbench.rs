@@ -24,6 +24,7 @@ use crate::builtin::Weights;
 use crate::client::{ClientError, EvalClient};
 use crate::encode::{InputPlanes, PositionHistory};
 use crate::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess, SpawnError};
+use crate::network::Precision;
 use crate::policy::{for_each_legal_move, move_index, parse_uci_move};
 use crate::priors::softmax_priors;
 
@@ -70,6 +71,8 @@ pub struct BenchOptions {
     pub threads: usize,
     /// Where the network runs.
     pub device: DeviceChoice,
+    /// What the network computes in.
+    pub precision: Precision,
     /// Measuring time per batch size and path, split into rounds (each after a short warm-up).
     pub duration: Duration,
 }
@@ -81,6 +84,7 @@ impl Default for BenchOptions {
             batches: vec![1, 8, 32, 64, 256],
             threads: 2,
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
             duration: Duration::from_secs(3),
         }
     }
@@ -160,14 +164,20 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
     let positions = bench_positions();
     let max_batch = options.batches.iter().copied().max().unwrap_or(1);
     // The backend the evaluator would serve, in this process.
-    let mut backend =
-        evaluator::open_backend(&options.weights, options.device, options.threads, max_batch)
-            .map_err(BenchError::Load)?;
+    let mut backend = evaluator::open_backend(
+        &options.weights,
+        options.device,
+        options.precision,
+        options.threads,
+        max_batch,
+    )
+    .map_err(BenchError::Load)?;
     let mut rows = Vec::new();
     for &batch in &options.batches {
         let mut config = EvaluatorConfig::new(options.weights.clone());
         config.threads = options.threads;
         config.device = options.device;
+        config.precision = options.precision;
         config.max_batch = batch;
         let process = evaluator::spawn(exe, &config)?;
         let slice = options.duration / ROUNDS;

@@ -27,7 +27,7 @@ use crate::backend::Backend;
 use crate::builtin::Weights;
 use crate::client::{ClientError, EvalClient};
 use crate::heuristic::Heuristic;
-use crate::network::Network;
+use crate::network::{Network, Precision};
 use crate::server::{self, ServerConfig};
 
 /// The first argument that makes the `banyan` binary (or a test binary) the evaluator.
@@ -77,6 +77,8 @@ pub struct EvaluatorConfig {
     pub threads: usize,
     /// Where the network runs.
     pub device: DeviceChoice,
+    /// What the network computes in.
+    pub precision: Precision,
     /// Most positions per forward pass.
     pub max_batch: usize,
     /// Policy softmax temperature.
@@ -96,6 +98,7 @@ impl EvaluatorConfig {
             weights,
             threads: 2,
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
             max_batch: 256,
             policy_temperature: 1.359,
             socket: fresh_socket_path(),
@@ -114,6 +117,7 @@ impl EvaluatorConfig {
         push("--weights", &self.weights.to_os_string());
         push("--threads", self.threads.to_string().as_ref());
         push("--device", self.device.to_string().as_ref());
+        push("--precision", self.precision.to_string().as_ref());
         push("--max-batch", self.max_batch.to_string().as_ref());
         push(
             "--policy-temperature",
@@ -145,6 +149,7 @@ impl EvaluatorConfig {
                 "--weights" => config.weights = Weights::from(value.as_os_str()),
                 "--threads" => config.threads = number(text()?)?,
                 "--device" => config.device = text()?.parse()?,
+                "--precision" => config.precision = text()?.parse()?,
                 "--max-batch" => config.max_batch = number(text()?)?,
                 "--policy-temperature" => {
                     config.policy_temperature = text()?
@@ -353,6 +358,7 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
     let backend = open_backend(
         &config.weights,
         config.device,
+        config.precision,
         config.threads,
         config.max_batch,
     )?;
@@ -371,11 +377,12 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
     Err(format!("accepting connections: {err}"))
 }
 
-/// The heuristic, or the network of `weights` on `device` with `threads` libtorch CPU
-/// threads (process-wide), for batches of up to `max_batch`.
+/// The heuristic, or the network of `weights` on `device` computing in `precision` with
+/// `threads` libtorch CPU threads (process-wide), for batches of up to `max_batch`.
 pub(crate) fn open_backend(
     weights: &Weights,
     device: DeviceChoice,
+    precision: Precision,
     threads: usize,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>, String> {
@@ -390,6 +397,7 @@ pub(crate) fn open_backend(
         _ => Network::load_builtin(device),
     }
     .map_err(|e| format!("loading {weights}: {e}"))?;
+    network.set_precision(precision);
     network.set_max_batch(max_batch);
     Ok(Box::new(network))
 }
@@ -481,6 +489,7 @@ mod tests {
         );
         config.weights = Weights::Heuristic;
         config.device = DeviceChoice::Cuda;
+        config.precision = Precision::Bf16;
         assert_eq!(
             EvaluatorConfig::from_args(config.to_args()),
             Ok(config.clone())
@@ -495,6 +504,7 @@ mod tests {
         let err = |list: &[&str]| EvaluatorConfig::from_args(args(list)).unwrap_err();
         assert!(err(&["--threads", "0", "--socket", "s"]).contains("--threads"));
         assert!(err(&["--device", "tpu", "--socket", "s"]).contains("tpu"));
+        assert!(err(&["--precision", "fp8", "--socket", "s"]).contains("fp8"));
         assert!(err(&["--policy-temperature", "-1", "--socket", "s"]).contains("temperature"));
         assert!(err(&["--socket"]).contains("needs a value"));
         assert!(err(&["--frobnicate", "1"]).contains("--frobnicate"));

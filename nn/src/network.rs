@@ -8,7 +8,9 @@
 //! optimises, [`Network::forward`] the evaluator's inference pass over the same tensors, and
 //! [`Network::to_weights`] reads them back for the Lc0 writer.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -26,6 +28,80 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 
 /// Floats of one position's input (112 planes × 64 squares).
 const INPUT_FLOATS: usize = INPUT_PLANES * 64;
+
+/// The number format of the forward pass. Accumulation is in fp32 either way (oneDNN); the
+/// trainer's variables stay fp32 whatever it computes in (mixed precision).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// bfloat16 on a CPU that computes it natively (AVX-512 BF16), else fp32.
+    #[default]
+    Auto,
+    /// fp32 throughout: what Lc0's parity figures are compared against.
+    Fp32,
+    /// bfloat16 weights and activations: about twice the speed on AVX-512 BF16 CPUs, priors
+    /// within about 1% of fp32's.
+    Bf16,
+}
+
+impl Precision {
+    /// `Fp32` or `Bf16`: what this choice computes in on `device`.
+    pub fn resolve(self, device: Device) -> Precision {
+        match self {
+            Precision::Auto if device == Device::Cpu && cpu_has_bf16() => Precision::Bf16,
+            Precision::Auto => Precision::Fp32,
+            exact => exact,
+        }
+    }
+
+    /// The tensor kind this choice computes in on `device`.
+    pub fn kind(self, device: Device) -> Kind {
+        match self.resolve(device) {
+            Precision::Bf16 => Kind::BFloat16,
+            _ => Kind::Float,
+        }
+    }
+}
+
+/// Whether this CPU has bfloat16 dot products (without them libtorch emulates bf16, slowly).
+fn cpu_has_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?} (auto, fp32 or bf16)")),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+/// The same tensor with channels-last strides (`[N, C, H, W]` stored as N, H, W, C), the
+/// layout oneDNN's fast CPU convolutions work in.
+fn channels_last(t: &Tensor) -> Tensor {
+    t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+}
 
 /// A convolution (batch-norm folded), "same" padding; its tensors are store variables.
 struct ConvLayer {
@@ -82,6 +158,11 @@ pub struct Network {
     policy: PolicyLayers,
     value: ValueLayers,
     max_batch: usize,
+    /// What the forward pass computes in.
+    kind: Kind,
+    /// Whether the variables are frozen (inference only): [`Network::set_precision`] then
+    /// converts them once instead of casting them in every pass.
+    frozen: bool,
     /// Reused host buffer for the batch input.
     input_buffer: Vec<f32>,
 }
@@ -113,10 +194,12 @@ impl ConvLayer {
         })
     }
 
+    /// Convolves `x` in `x`'s kind (the weights are cast when theirs differs: the trainer's
+    /// mixed precision).
     fn apply(&self, x: &Tensor) -> Tensor {
         x.conv2d(
-            &self.weight,
-            Some(&self.bias),
+            &self.weight.to_kind(x.kind()),
+            Some(&self.bias.to_kind(x.kind())),
             [1, 1],
             [self.padding, self.padding],
             [1, 1],
@@ -147,7 +230,10 @@ impl DenseLayer {
     }
 
     fn apply(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
+        x.linear(
+            &self.weight.to_kind(x.kind()),
+            Some(&self.bias.to_kind(x.kind())),
+        )
     }
 
     /// The layer's weights, read back to the host.
@@ -190,6 +276,7 @@ impl Network {
     fn frozen(weights: &NetWeights, name: &str, device: Device) -> Result<Network, LoadError> {
         let mut network = Network::from_weights(weights, name, device)?;
         network.store.freeze();
+        network.frozen = true;
         Ok(network)
     }
 
@@ -258,6 +345,8 @@ impl Network {
             policy,
             value,
             max_batch: DEFAULT_MAX_BATCH,
+            kind: Kind::Float,
+            frozen: false,
             input_buffer: Vec::new(),
         })
     }
@@ -324,9 +413,33 @@ impl Network {
         self.max_batch = max_batch.max(1);
     }
 
-    /// Name and shape, e.g. "maia-1900: 6x64 SE, conv policy, WDL".
+    /// Sets what the forward pass computes in (a new network computes in fp32). A loaded
+    /// (frozen) network's weights are converted once, to the kind and, on the CPU, to the
+    /// channels-last layout; a trainable one keeps fp32 variables and casts them in each pass.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.kind = precision.kind(self.device());
+        if !self.frozen {
+            return;
+        }
+        let on_cpu = self.device() == Device::Cpu;
+        let _guard = tch::no_grad_guard();
+        for (_, mut variable) in self.store.variables() {
+            let mut converted = variable.to_kind(self.kind);
+            if on_cpu && converted.dim() == 4 {
+                converted = channels_last(&converted);
+            }
+            variable.set_data(&converted);
+        }
+    }
+
+    /// Name and shape, e.g. "maia-1900: 6x64 SE, conv policy, WDL", with " (bf16)" when it
+    /// computes in bfloat16.
     pub fn describe(&self) -> String {
-        self.description.clone()
+        if self.kind == Kind::BFloat16 {
+            format!("{} (bf16)", self.description)
+        } else {
+            self.description.clone()
+        }
     }
 
     /// Applies the activation, in place when `in_place` (inference only: autograd needs the
@@ -377,14 +490,20 @@ impl Network {
         }
     }
 
+    /// The pass in the network's kind (on the CPU in the channels-last layout); the outputs
+    /// are fp32.
     fn run(&self, input: &Tensor, in_place: bool) -> (Tensor, Tensor) {
-        let mut x = self.activate(self.input.apply(input), in_place);
+        let mut input = input.to_kind(self.kind);
+        if self.device() == Device::Cpu {
+            input = channels_last(&input);
+        }
+        let mut x = self.activate(self.input.apply(&input), in_place);
         for block in &self.blocks {
             x = self.residual(block, &x, in_place);
         }
         (
-            self.policy_head(&x, in_place),
-            self.value_head(&x, in_place),
+            self.policy_head(&x, in_place).to_kind(Kind::Float),
+            self.value_head(&x, in_place).to_kind(Kind::Float),
         )
     }
 
@@ -392,7 +511,7 @@ impl Network {
         let y = self.activate(block.conv1.apply(x), in_place);
         let mut z = block.conv2.apply(&y);
         if let Some(se) = &block.se {
-            let pooled = z.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+            let pooled = z.mean_dim([2i64, 3].as_slice(), false, z.kind());
             let hidden = self.activate(se.fc1.apply(&pooled), in_place);
             let both = se.fc2.apply(&hidden);
             let gamma = both
@@ -457,7 +576,11 @@ impl Network {
 
 /// Copies a float tensor to a host vector.
 pub fn to_host(t: &Tensor) -> Vec<f32> {
-    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
     let mut out = vec![0f32; t.numel()];
     let len = out.len();
     t.copy_data(&mut out, len);
@@ -487,7 +610,7 @@ impl Backend for Network {
     }
 
     fn describe(&self) -> String {
-        self.description.clone()
+        Network::describe(self)
     }
 }
 
@@ -694,6 +817,70 @@ mod tests {
             let wdl_gap = (wdl - probabilities).abs().max().double_value(&[]);
             assert!(policy_gap < 1e-5 && wdl_gap < 1e-6, "{arch:?}");
         }
+    }
+
+    /// Loaded networks computing in bfloat16 stay close to the plain fp32 pass: priors within
+    /// 0.01 of each other, W/D/L within 0.01.
+    #[test]
+    fn bf16_inference_stays_close_to_fp32() {
+        let dir = std::env::temp_dir().join(format!("banyan-bf16-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (seed, arch) in variety().iter().enumerate() {
+            let weights = NetWeights::random(arch, seed as u64);
+            let path = dir.join(format!("net-{seed}.pb.gz"));
+            weights::save(&weights, &path, Encoding::Linear16).unwrap();
+            let mut fp32 = Network::load(&path, Device::Cpu).unwrap();
+            let mut bf16 = Network::load(&path, Device::Cpu).unwrap();
+            bf16.set_precision(Precision::Bf16);
+            assert!(bf16.describe().ends_with(" (bf16)"), "{}", bf16.describe());
+            let positions = sample_positions();
+            let input = fp32.input_tensor(positions.iter());
+            let (policy, wdl) = fp32.forward(&input);
+            let (policy_bf16, wdl_bf16) = bf16.forward(&input);
+            assert_eq!(policy_bf16.kind(), Kind::Float);
+            let priors = |p: Tensor| p.softmax(1, Kind::Float);
+            let prior_gap = (priors(policy) - priors(policy_bf16))
+                .abs()
+                .max()
+                .double_value(&[]);
+            let wdl_gap = (wdl - wdl_bf16).abs().max().double_value(&[]);
+            assert!(prior_gap < 0.01, "{arch:?}: priors differ by {prior_gap}");
+            assert!(wdl_gap < 0.01, "{arch:?}: W/D/L differs by {wdl_gap}");
+            // The read-back weights are the loaded ones within bfloat16's rounding.
+            let back = bf16.to_weights();
+            assert!((back.input.weights[0] - fp32.to_weights().input.weights[0]).abs() < 0.01);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Training in bfloat16 (mixed precision): the pass computes in bfloat16, the gradients
+    /// reach the fp32 variables, which stay fp32.
+    #[test]
+    fn bf16_training_keeps_fp32_variables() {
+        let weights = NetWeights::random(&Architecture::new(2, 16), 5);
+        let mut network = Network::from_weights(&weights, "", Device::Cpu).unwrap();
+        network.set_precision(Precision::Bf16);
+        let positions = sample_positions();
+        let input = network.input_tensor(positions.iter());
+        let (logits, value) = network.logits(&input);
+        assert_eq!(logits.kind(), Kind::Float);
+        (logits.sum(Kind::Float) + value.sum(Kind::Float)).backward();
+        for (name, variable) in network.var_store().variables() {
+            assert_eq!(variable.kind(), Kind::Float, "{name}");
+            assert!(variable.grad().defined(), "{name} has no gradient");
+        }
+    }
+
+    #[test]
+    fn precision_names_round_trip() {
+        for p in [Precision::Auto, Precision::Fp32, Precision::Bf16] {
+            assert_eq!(p.to_string().parse::<Precision>(), Ok(p));
+        }
+        assert_eq!("BF16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("fp8".parse::<Precision>().unwrap_err().contains("fp8"));
+        assert_eq!(Precision::Fp32.kind(Device::Cpu), Kind::Float);
+        assert_eq!(Precision::Auto.kind(Device::Cuda(0)), Kind::Float);
+        assert_ne!(Precision::Auto.resolve(Device::Cpu), Precision::Auto);
     }
 
     #[test]

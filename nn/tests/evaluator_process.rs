@@ -18,7 +18,7 @@ use banyan_nn::client::ClientError;
 use banyan_nn::encode::{InputPlanes, PositionHistory};
 use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, ROLE_ARG, SpawnError};
 use banyan_nn::heuristic::Heuristic;
-use banyan_nn::network::Network;
+use banyan_nn::network::{Network, Precision};
 use banyan_nn::policy::{for_each_legal_move, move_index, parse_uci_move};
 use banyan_nn::priors::softmax_priors;
 use banyan_nn::weights::{Architecture, Encoding, NetWeights, save};
@@ -191,7 +191,7 @@ fn heuristic_answers_match_in_process() {
 }
 
 /// Project-written nets (an SE tower with conv policy and WDL, a plain one with classical
-/// heads) answer the same through the evaluator process as in this process.
+/// heads) answer the same through the evaluator process as in this process, in fp32 and bf16.
 fn network_answers_match_in_process() {
     tch::set_num_threads(2);
     let dir = std::env::temp_dir().join(format!("banyan-evalnets-{}", std::process::id()));
@@ -206,11 +206,15 @@ fn network_answers_match_in_process() {
     for (name, arch) in [("se", Architecture::new(2, 16)), ("plain", plain)] {
         let weights = dir.join(format!("{name}.pb.gz"));
         save(&NetWeights::random(&arch, 1), &weights, Encoding::Float16).unwrap();
-        let mut network = Network::load(&weights, tch::Device::Cpu).unwrap();
-        let mut config = EvaluatorConfig::new(Weights::File(weights));
-        config.device = DeviceChoice::Cpu;
-        config.threads = 2;
-        assert_same_numbers(&mut network, &config);
+        for precision in [Precision::Fp32, Precision::Bf16] {
+            let mut network = Network::load(&weights, tch::Device::Cpu).unwrap();
+            network.set_precision(precision);
+            let mut config = EvaluatorConfig::new(Weights::File(weights.clone()));
+            config.device = DeviceChoice::Cpu;
+            config.precision = precision;
+            config.threads = 2;
+            assert_same_numbers(&mut network, &config);
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -12,7 +12,7 @@ use tch::nn::{Optimizer, OptimizerConfig};
 
 use super::dataset::{Batch, DataError, Dataset, Sample};
 use crate::encode::RULE50_PLANE;
-use crate::network::Network;
+use crate::network::{Network, Precision};
 use crate::weights::{self, Architecture, Encoding, LoadError, NetWeights, PolicyHead};
 
 /// Why training could not run.
@@ -245,6 +245,10 @@ pub struct TrainOptions {
     pub cuda: bool,
     /// libtorch CPU threads (0: libtorch's default). Process-wide.
     pub threads: usize,
+    /// What the passes compute in (the variables and the exported file are fp32 or its
+    /// encoding either way): `Auto` trains in bfloat16 on CPUs that have it, about twice as
+    /// fast.
+    pub precision: Precision,
 }
 
 /// What one epoch did.
@@ -448,6 +452,7 @@ pub fn train(
         None => fresh_weights(&options.architecture, options.seed),
     };
     let mut network = Network::from_weights(&weights, "", device)?;
+    network.set_precision(options.precision);
     let resumed = if options.resume {
         load_checkpoint(&mut network, &options.out)?
     } else {
@@ -468,8 +473,12 @@ pub fn train(
     let mut report = TrainReport {
         network: weights.describe(),
         device: match device {
-            Device::Cpu => format!("CPU, {} thread(s)", tch::get_num_threads()),
-            other => format!("{other:?}"),
+            Device::Cpu => format!(
+                "CPU, {} thread(s), {}",
+                tch::get_num_threads(),
+                options.precision.resolve(device)
+            ),
+            other => format!("{other:?}, {}", options.precision.resolve(device)),
         },
         train_positions: scan.train_positions,
         validation_positions: scan.validation_positions,
@@ -656,6 +665,7 @@ mod tests {
             resume: false,
             cuda: false,
             threads: 1,
+            precision: Precision::Fp32,
         };
         let mut seen = Vec::new();
         let report = train(&options, |e| {
