@@ -181,8 +181,13 @@ fn assert_same_numbers(backend: &mut dyn Backend, config: &EvaluatorConfig) {
     let second = client.send(&batch[2..]).unwrap();
     let mut again = client.recv(first).unwrap();
     again.extend(client.recv(second).unwrap());
+    // Batched differently: within fp32 rounding, or bf16's when small batches run in fp32.
+    let tolerance = match config.precision {
+        Precision::Bf16 => 0.01,
+        _ => 1e-4,
+    };
     for (a, b) in again.iter().zip(&answers) {
-        assert!((a.wdl[0] - b.wdl[0]).abs() < 1e-4 && a.priors.len() == b.priors.len());
+        assert!((a.wdl[0] - b.wdl[0]).abs() < tolerance && a.priors.len() == b.priors.len());
     }
 }
 
