@@ -77,6 +77,18 @@ pub struct BenchOptions {
     pub duration: Duration,
 }
 
+impl BenchOptions {
+    /// The evaluator these options measure, for batches of up to `max_batch`.
+    fn evaluator(&self, max_batch: usize) -> EvaluatorConfig {
+        let mut config = EvaluatorConfig::new(self.weights.clone());
+        config.threads = self.threads;
+        config.device = self.device;
+        config.precision = self.precision;
+        config.max_batch = max_batch;
+        config
+    }
+}
+
 impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
@@ -164,22 +176,11 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
     let positions = bench_positions();
     let max_batch = options.batches.iter().copied().max().unwrap_or(1);
     // The backend the evaluator would serve, in this process.
-    let mut backend = evaluator::open_backend(
-        &options.weights,
-        options.device,
-        options.precision,
-        options.threads,
-        max_batch,
-    )
-    .map_err(BenchError::Load)?;
+    let mut backend =
+        evaluator::open_backend(&options.evaluator(max_batch)).map_err(BenchError::Load)?;
     let mut rows = Vec::new();
     for &batch in &options.batches {
-        let mut config = EvaluatorConfig::new(options.weights.clone());
-        config.threads = options.threads;
-        config.device = options.device;
-        config.precision = options.precision;
-        config.max_batch = batch;
-        let process = evaluator::spawn(exe, &config)?;
+        let process = evaluator::spawn(exe, &options.evaluator(batch))?;
         let slice = options.duration / ROUNDS;
         let mut row = BenchRow {
             batch,

@@ -355,13 +355,7 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
         )
     }
     .map_err(|e| format!("ignoring SIGPIPE: {e}"))?;
-    let backend = open_backend(
-        &config.weights,
-        config.device,
-        config.precision,
-        config.threads,
-        config.max_batch,
-    )?;
+    let backend = open_backend(&config)?;
     let listener = UnixListener::bind(&config.socket)
         .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
     let description = backend.describe().replace('\n', " ");
@@ -377,28 +371,24 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
     Err(format!("accepting connections: {err}"))
 }
 
-/// The heuristic, or the network of `weights` on `device` computing in `precision` with
-/// `threads` libtorch CPU threads (process-wide), for batches of up to `max_batch`.
-pub(crate) fn open_backend(
-    weights: &Weights,
-    device: DeviceChoice,
-    precision: Precision,
-    threads: usize,
-    max_batch: usize,
-) -> Result<Box<dyn Backend>, String> {
+/// What `config`'s evaluator serves: the heuristic, or the network of its weights on its
+/// device, in its precision, with its libtorch CPU threads (process-wide), for batches of up
+/// to its `max_batch`.
+pub(crate) fn open_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
+    let weights = &config.weights;
     if *weights == Weights::Heuristic {
-        return Ok(Box::new(Heuristic::new(max_batch)));
+        return Ok(Box::new(Heuristic::new(config.max_batch)));
     }
-    tch::set_num_threads(threads as i32);
+    tch::set_num_threads(config.threads as i32);
     tch::set_num_interop_threads(1);
-    let device = torch_device(device)?;
+    let device = torch_device(config.device)?;
     let mut network = match weights {
         Weights::File(path) => Network::load(path, device),
         _ => Network::load_builtin(device),
     }
     .map_err(|e| format!("loading {weights}: {e}"))?;
-    network.set_precision(precision);
-    network.set_max_batch(max_batch);
+    network.set_precision(config.precision);
+    network.set_max_batch(config.max_batch);
     Ok(Box::new(network))
 }
 

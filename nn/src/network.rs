@@ -194,11 +194,8 @@ pub struct Network {
     policy: PolicyLayers,
     value: ValueLayers,
     max_batch: usize,
-    /// What the forward pass computes in.
+    /// What the passes compute in.
     kind: Kind,
-    /// Whether the variables are frozen (inference only): [`Network::set_precision`] then
-    /// makes reduced-precision copies once instead of casting in every pass.
-    frozen: bool,
     /// Reused host buffer for the batch input.
     input_buffer: Vec<f32>,
 }
@@ -313,7 +310,6 @@ impl Network {
     fn frozen(weights: &NetWeights, name: &str, device: Device) -> Result<Network, LoadError> {
         let mut network = Network::from_weights(weights, name, device)?;
         network.store.freeze();
-        network.frozen = true;
         Ok(network)
     }
 
@@ -383,7 +379,6 @@ impl Network {
             value,
             max_batch: DEFAULT_MAX_BATCH,
             kind: Kind::Float,
-            frozen: false,
             input_buffer: Vec::new(),
         })
     }
@@ -456,7 +451,7 @@ impl Network {
     /// trainable one casts its variables in each pass (mixed precision).
     pub fn set_precision(&mut self, precision: Precision) {
         self.kind = precision.kind(self.device());
-        if !self.frozen {
+        if self.is_trainable() {
             return;
         }
         let _guard = tch::no_grad_guard();
@@ -472,6 +467,12 @@ impl Network {
             |conv| conv.reduced = reduced_copies(&conv.weight, &conv.bias, kind),
             |dense| dense.reduced = reduced_copies(&dense.weight, &dense.bias, kind),
         );
+    }
+
+    /// Whether the variables take gradients (a network for the trainer); a loaded network's
+    /// are frozen.
+    fn is_trainable(&self) -> bool {
+        self.input.weight.requires_grad()
     }
 
     /// Calls `conv` on every convolution and `dense` on every dense layer.
@@ -536,7 +537,7 @@ impl Network {
     /// head outputs: win/draw/loss logits `[B, 3]` from the side to move's view, or `[B, 1]`
     /// before the tanh of a classical head).
     pub fn logits(&self, input: &Tensor) -> (Tensor, Tensor) {
-        self.run(input, false)
+        self.run(input, self.kind, false)
     }
 
     /// The evaluator's forward pass, without gradients: `input` `[B, 112, 8, 8]` f32 on the
@@ -545,7 +546,13 @@ impl Network {
     /// ((1+v)/2, 0, (1−v)/2)).
     pub fn forward(&self, input: &Tensor) -> (Tensor, Tensor) {
         tch::no_grad(|| {
-            let (policy, value) = self.run(input, true);
+            // Too small a batch for reduced precision to pay runs in fp32.
+            let kind = if input.size()[0] < REDUCED_MIN_BATCH {
+                Kind::Float
+            } else {
+                self.kind
+            };
+            let (policy, value) = self.run(input, kind, true);
             (policy, self.value_probabilities(&value))
         })
     }
@@ -562,13 +569,8 @@ impl Network {
         }
     }
 
-    /// The pass in the network's kind (on the CPU in the channels-last layout); the outputs
-    /// are fp32. Inference on fewer than [`REDUCED_MIN_BATCH`] positions stays in fp32.
-    fn run(&self, input: &Tensor, in_place: bool) -> (Tensor, Tensor) {
-        let kind = match input.size().first() {
-            Some(&n) if self.frozen && n < REDUCED_MIN_BATCH => Kind::Float,
-            _ => self.kind,
-        };
+    /// The pass in `kind` (on the CPU in the channels-last layout); the outputs are fp32.
+    fn run(&self, input: &Tensor, kind: Kind, in_place: bool) -> (Tensor, Tensor) {
         let mut input = input.to_kind(kind);
         if self.device() == Device::Cpu {
             input = channels_last(&input);

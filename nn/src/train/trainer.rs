@@ -472,13 +472,12 @@ pub fn train(
     let initial_validation = trainer.evaluate(&scan.validation, 256);
     let mut report = TrainReport {
         network: weights.describe(),
-        device: match device {
-            Device::Cpu => format!(
-                "CPU, {} thread(s), {}",
-                tch::get_num_threads(),
-                options.precision.resolve(device)
-            ),
-            other => format!("{other:?}, {}", options.precision.resolve(device)),
+        device: {
+            let precision = options.precision.resolve(device);
+            match device {
+                Device::Cpu => format!("CPU, {} thread(s), {precision}", tch::get_num_threads()),
+                other => format!("{other:?}, {precision}"),
+            }
         },
         train_positions: scan.train_positions,
         validation_positions: scan.validation_positions,
