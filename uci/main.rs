@@ -1,7 +1,8 @@
 //! `banyan`: the UCI chess engine binary.
 //!
 //! With no arguments it speaks UCI on stdin/stdout. Sub-commands measure it (`bench`,
-//! `evalbench`), make training data (`label`) or train a network (`train`); the hidden
+//! `evalbench`), make training data (`label`), train a network (`train`) or serve it from Triton
+//! (`export-triton`); the hidden
 //! `__evaluator` and `__worker` roles are how the engine re-executes itself to start its child
 //! processes.
 
@@ -81,6 +82,22 @@ enum Sub {
     /// Trains a network on label chunks (policy over the MultiPV lines, W/D/L value) and
     /// exports it as an Lc0 .pb.gz; resumable, or incremental from an existing net.
     Train(train::TrainArgs),
+    /// Writes a Triton Inference Server model repository for a network: TorchScript traced
+    /// from the network (platform pytorch_libtorch) and its config.pbtxt.
+    ExportTriton {
+        /// An Lc0 network file or `<builtin>`.
+        #[arg(long, default_value = Weights::BUILTIN)]
+        weights: Weights,
+        /// The model repository directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// The model's name: its directory in the repository.
+        #[arg(long, default_value = banyan_nn::triton::export::DEFAULT_MODEL)]
+        model: String,
+        /// The largest batch the server may form.
+        #[arg(long, default_value_t = banyan_nn::triton::export::DEFAULT_MAX_BATCH)]
+        max_batch: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -140,6 +157,12 @@ fn main() -> ExitCode {
         }) => evalbench(weights, batches, threads, seconds, precision),
         Some(Sub::Label(args)) => label::run(args),
         Some(Sub::Train(args)) => train::run(args),
+        Some(Sub::ExportTriton {
+            weights,
+            out,
+            model,
+            max_batch,
+        }) => export_triton(&weights, &out, &model, max_batch),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,6 +171,21 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn export_triton(
+    weights: &Weights,
+    out: &std::path::Path,
+    model: &str,
+    max_batch: usize,
+) -> Result<(), String> {
+    let exported = banyan_nn::triton::export::write_repository(weights, out, model, max_batch)?;
+    println!(
+        "wrote {} ({}; max batch {max_batch})",
+        exported.model_dir.display(),
+        exported.network
+    );
+    Ok(())
 }
 
 fn evalbench(

@@ -20,3 +20,4 @@ pub mod heuristic;
 pub mod protocol;
 pub mod server;
 pub mod train;
+pub mod triton;
