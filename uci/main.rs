@@ -4,7 +4,7 @@
 //! `evalbench`), make training data (`label`), train a network (`train`) or serve it from Triton
 //! (`export-triton`); the hidden
 //! `__evaluator` and `__worker` roles are how the engine re-executes itself to start its child
-//! processes.
+//! processes, and `__torchscript` runs an exported model for a Triton server's Python model.
 
 mod bench;
 mod command;
@@ -118,6 +118,22 @@ fn main() -> ExitCode {
         Some(banyan_engine::WORKER_ROLE) => {
             let _log = logging::init();
             return banyan_engine::worker_main(&raw[1..]);
+        }
+        Some(banyan_nn::triton::pipe::ROLE_ARG) => {
+            let _log = logging::init();
+            let model = PathBuf::from(raw.get(1).map_or("", String::as_str));
+            let result = banyan_nn::triton::pipe::serve(
+                &model,
+                &mut std::io::stdin().lock(),
+                &mut std::io::stdout().lock(),
+            );
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("banyan: error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         _ => {}
     }

@@ -62,7 +62,17 @@ const DECLS: &[Decl] = &[
         name: "Backend",
         kind: Kind::Combo {
             default: "auto",
-            vars: &["auto", "cpu", "cuda"],
+            vars: &["auto", "cpu", "cuda", "triton"],
+        },
+    },
+    Decl {
+        name: "TritonUrl",
+        kind: Kind::Text { default: "<empty>" },
+    },
+    Decl {
+        name: "TritonModel",
+        kind: Kind::Text {
+            default: banyan_nn::triton::export::DEFAULT_MODEL,
         },
     },
     Decl {

@@ -9,6 +9,7 @@ use banyan_engine::{
 use cozy_chess::Color;
 
 use banyan_nn::builtin::Weights;
+use banyan_nn::triton::client::TritonTarget;
 
 use crate::command::{self, Command, GoParams};
 use crate::format;
@@ -199,6 +200,10 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         hash_mb: o.int("Hash") as u64,
         weights: Weights::parse(o.text("WeightsFile")),
         device: o.text("Backend").parse().unwrap_or_default(),
+        triton: (o.text("Backend") == "triton").then(|| TritonTarget {
+            urls: o.text("TritonUrl").to_string(),
+            model: o.text("TritonModel").to_string(),
+        }),
         precision: o.text("Precision").parse().unwrap_or_default(),
         eval_threads: o.int("EvalThreads") as usize,
         minibatch: o.int("MinibatchSize") as usize,

@@ -14,6 +14,7 @@ use banyan_nn::builtin::Weights;
 use banyan_nn::cache::EvalCache;
 use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess};
 use banyan_nn::network::Precision;
+use banyan_nn::triton::client::TritonTarget;
 use banyan_tree::Arena;
 use cozy_chess::Move;
 
@@ -51,6 +52,8 @@ pub struct EngineConfig {
     /// The built-in network, the heuristic evaluator or an Lc0 network file.
     pub weights: Weights,
     pub device: DeviceChoice,
+    /// Triton server(s) that evaluate instead of the local evaluator (`Backend triton`).
+    pub triton: Option<TritonTarget>,
     /// What the network computes in.
     pub precision: Precision,
     /// libtorch CPU threads in the evaluator (0: one per core).
@@ -76,6 +79,7 @@ impl Default for EngineConfig {
             hash_mb: 256,
             weights: Weights::default(),
             device: DeviceChoice::Auto,
+            triton: None,
             precision: Precision::Auto,
             eval_threads: 0,
             minibatch: 32,
@@ -94,6 +98,7 @@ impl EngineConfig {
     fn evaluator_config(&self) -> EvaluatorConfig {
         let mut c = EvaluatorConfig::new(self.weights.clone());
         c.device = self.device;
+        c.triton = self.triton.clone();
         c.precision = self.precision;
         c.threads = match self.eval_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -110,12 +115,14 @@ impl EngineConfig {
         (
             &self.weights,
             self.device,
+            &self.triton,
             self.precision,
             self.eval_threads,
             self.policy_temperature.to_bits(),
         ) == (
             &other.weights,
             other.device,
+            &other.triton,
             other.precision,
             other.eval_threads,
             other.policy_temperature.to_bits(),
@@ -271,6 +278,7 @@ impl Engine {
                     result = Err(e.to_string());
                     config.weights = self.config.weights.clone();
                     config.device = self.config.device;
+                    config.triton = self.config.triton.clone();
                     config.precision = self.config.precision;
                     config.eval_threads = self.config.eval_threads;
                     config.policy_temperature = self.config.policy_temperature;

@@ -215,25 +215,14 @@ pub fn best_move(arena: &Arena, position: &GamePosition) -> (Option<Move>, Optio
 /// The move to play when no search can run (the evaluator cannot start): the heuristic
 /// evaluator's favourite, computed here without any child process.
 pub fn fallback_move(position: &crate::moves::GamePosition, legal: &[Move]) -> Move {
-    use banyan_nn::backend::{Backend, EvalInput};
     let history = position.history();
     let stm = history.current().side_to_move();
-    let planes = history.planes();
     let policy: Vec<u16> = legal
         .iter()
         .map(|&m| banyan_nn::policy::move_index(m, stm))
         .collect();
-    let mut out = Vec::new();
-    banyan_nn::heuristic::Heuristic::new(1).evaluate(
-        &[EvalInput {
-            planes: &planes,
-            moves: &policy,
-        }],
-        &mut out,
-    );
-    let best = out.first().and_then(|eval| {
-        (0..legal.len()).max_by(|&a, &b| eval.logits[a].total_cmp(&eval.logits[b]))
-    });
+    let eval = banyan_nn::heuristic::evaluate(&history.planes(), &policy);
+    let best = (0..legal.len()).max_by(|&a, &b| eval.logits[a].total_cmp(&eval.logits[b]));
     legal[best.unwrap_or(0)]
 }
 

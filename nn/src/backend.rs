@@ -21,8 +21,10 @@ pub struct RawEval {
 
 /// An evaluator backend: evaluates a whole batch at once (one forward pass for a network).
 pub trait Backend: Send {
-    /// Evaluates `batch`, writing one `RawEval` per input into `out` (cleared first).
-    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>);
+    /// Evaluates `batch`, writing one `RawEval` per input into `out` (cleared first). Only a
+    /// remote backend fails (its server gone or stalled); the evaluator then exits, and the
+    /// engine handles it as a dead evaluator.
+    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) -> Result<(), String>;
 
     /// The largest batch this backend wants in one call.
     fn max_batch(&self) -> usize;

@@ -250,7 +250,7 @@ fn time_bare(
     let mut out: Vec<RawEval> = Vec::new();
     let mut priors = Vec::new();
     let mut step = |backend: &mut dyn Backend| {
-        backend.evaluate(&inputs, &mut out);
+        backend.evaluate(&inputs, &mut out).expect("evaluating");
         for raw in &out {
             softmax_priors(&raw.logits, 1.359, &mut priors);
         }

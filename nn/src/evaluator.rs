@@ -29,6 +29,8 @@ use crate::client::{ClientError, EvalClient};
 use crate::heuristic::Heuristic;
 use crate::network::{Network, Precision};
 use crate::server::{self, ServerConfig};
+use crate::triton::backend::TritonBackend;
+use crate::triton::client::TritonTarget;
 
 /// The first argument that makes the `banyan` binary (or a test binary) the evaluator.
 pub const ROLE_ARG: &str = "__evaluator";
@@ -83,6 +85,8 @@ pub struct EvaluatorConfig {
     pub max_batch: usize,
     /// Policy softmax temperature.
     pub policy_temperature: f32,
+    /// A Triton server (or several) to forward the batches to, instead of evaluating here.
+    pub triton: Option<TritonTarget>,
     /// The Unix-domain socket path the evaluator listens on. [`spawn`] creates its directory
     /// (mode 0700) and removes both again.
     pub socket: PathBuf,
@@ -101,6 +105,7 @@ impl EvaluatorConfig {
             precision: Precision::Auto,
             max_batch: 256,
             policy_temperature: 1.359,
+            triton: None,
             socket: fresh_socket_path(),
             ready_timeout: Duration::from_secs(60),
         }
@@ -123,6 +128,10 @@ impl EvaluatorConfig {
             "--policy-temperature",
             self.policy_temperature.to_string().as_ref(),
         );
+        if let Some(target) = &self.triton {
+            push("--triton-url", target.urls.as_ref());
+            push("--triton-model", target.model.as_ref());
+        }
         push("--socket", self.socket.as_os_str());
         args
     }
@@ -157,6 +166,15 @@ impl EvaluatorConfig {
                         .ok()
                         .filter(|t| t.is_finite() && *t > 0.0)
                         .ok_or_else(|| format!("{name}: expected a positive number"))?;
+                }
+                "--triton-url" => {
+                    config.triton.get_or_insert_with(TritonTarget::default).urls = text()?.into();
+                }
+                "--triton-model" => {
+                    config
+                        .triton
+                        .get_or_insert_with(TritonTarget::default)
+                        .model = text()?.into();
                 }
                 "--socket" => socket = Some(PathBuf::from(value)),
                 _ => return Err(format!("unknown evaluator argument {name}")),
@@ -368,13 +386,18 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
         policy_temperature: config.policy_temperature,
     };
     let err = server::serve(listener, backend, server_config);
-    Err(format!("accepting connections: {err}"))
+    Err(format!("serving: {err}"))
 }
 
-/// What `config`'s evaluator serves: the heuristic, or the network of its weights on its
-/// device, in its precision, with its libtorch CPU threads (process-wide), for batches of up
-/// to its `max_batch`.
+/// What `config`'s evaluator serves: its Triton server(s) when it has them (checked live and
+/// ready), else the heuristic or the network of its weights on its device, in its precision,
+/// with its libtorch CPU threads (process-wide), for batches of up to its `max_batch`.
 pub(crate) fn open_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
+    if let Some(target) = &config.triton {
+        let backend =
+            TritonBackend::connect(target, config.max_batch).map_err(|e| e.to_string())?;
+        return Ok(Box::new(backend));
+    }
     let weights = &config.weights;
     if *weights == Weights::Heuristic {
         return Ok(Box::new(Heuristic::new(config.max_batch)));
@@ -485,6 +508,14 @@ mod tests {
             Ok(config.clone())
         );
         config.weights = Weights::Builtin;
+        assert_eq!(
+            EvaluatorConfig::from_args(config.to_args()),
+            Ok(config.clone())
+        );
+        config.triton = Some(TritonTarget {
+            urls: "gpu1:8001,gpu2:8001".into(),
+            model: "banyan".into(),
+        });
         assert_eq!(EvaluatorConfig::from_args(config.to_args()), Ok(config));
     }
 

@@ -48,13 +48,14 @@ impl Heuristic {
 }
 
 impl Backend for Heuristic {
-    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) {
+    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) -> Result<(), String> {
         out.clear();
         out.extend(
             batch
                 .iter()
                 .map(|input| evaluate(input.planes, input.moves)),
         );
+        Ok(())
     }
 
     fn max_batch(&self) -> usize {
@@ -67,7 +68,7 @@ impl Backend for Heuristic {
 }
 
 /// Evaluates one position; an input that is no legal board gets a neutral answer.
-fn evaluate(planes: &InputPlanes, moves: &[u16]) -> RawEval {
+pub fn evaluate(planes: &InputPlanes, moves: &[u16]) -> RawEval {
     let Some(board) = board_from_planes(planes) else {
         return RawEval {
             wdl: wdl_from_value(0.0),
@@ -382,13 +383,15 @@ pub(crate) mod tests {
         let indices: Vec<u16> = moves.iter().map(|m| m.1).collect();
         let planes = planes(&board);
         let mut out = Vec::new();
-        Heuristic::new(8).evaluate(
-            &[EvalInput {
-                planes: &planes,
-                moves: &indices,
-            }],
-            &mut out,
-        );
+        Heuristic::new(8)
+            .evaluate(
+                &[EvalInput {
+                    planes: &planes,
+                    moves: &indices,
+                }],
+                &mut out,
+            )
+            .unwrap();
         (moves, out.pop().unwrap())
     }
 
@@ -465,13 +468,15 @@ pub(crate) mod tests {
             rule50: 0,
         };
         let mut out = Vec::new();
-        Heuristic::new(1).evaluate(
-            &[EvalInput {
-                planes: &planes,
-                moves: &[1, 2],
-            }],
-            &mut out,
-        );
+        Heuristic::new(1)
+            .evaluate(
+                &[EvalInput {
+                    planes: &planes,
+                    moves: &[1, 2],
+                }],
+                &mut out,
+            )
+            .unwrap();
         assert_eq!(out[0].logits, vec![0.0, 0.0]);
         assert_eq!(q(&out[0]), 0.0);
     }

@@ -662,10 +662,10 @@ pub fn to_host(t: &Tensor) -> Vec<f32> {
 }
 
 impl Backend for Network {
-    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) {
+    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) -> Result<(), String> {
         out.clear();
         if batch.is_empty() {
-            return;
+            return Ok(());
         }
         let input = self.input_tensor(batch.iter().map(|e| e.planes));
         let (policy, wdl) = self.forward(&input);
@@ -677,6 +677,7 @@ impl Backend for Network {
                 logits: e.moves.iter().map(|&m| logits[m as usize]).collect(),
             }
         }));
+        Ok(())
     }
 
     fn max_batch(&self) -> usize {
@@ -997,11 +998,13 @@ mod tests {
             })
             .collect();
         let mut together = Vec::new();
-        network.evaluate(&batch, &mut together);
+        network.evaluate(&batch, &mut together).unwrap();
         assert_eq!(together.len(), 3);
         for (input, joint) in batch.iter().zip(&together) {
             let mut single = Vec::new();
-            network.evaluate(std::slice::from_ref(input), &mut single);
+            network
+                .evaluate(std::slice::from_ref(input), &mut single)
+                .unwrap();
             assert_eq!(single[0].logits.len(), moves.len());
             for (a, b) in single[0].logits.iter().zip(&joint.logits) {
                 assert!((a - b).abs() < 1e-4);
@@ -1011,7 +1014,7 @@ mod tests {
             }
             assert!((joint.wdl.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
-        network.evaluate(&[], &mut together);
+        network.evaluate(&[], &mut together).unwrap();
         assert!(together.is_empty());
     }
 }

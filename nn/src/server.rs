@@ -40,7 +40,7 @@ pub struct ServerConfig {
 }
 
 /// Serves connections from `listener` with `backend` until polling or accepting fails (never,
-/// normally), returning that error.
+/// normally) or the backend does (a remote server gone), returning that error.
 pub fn serve(listener: UnixListener, backend: Box<dyn Backend>, config: ServerConfig) -> io::Error {
     if let Err(e) = listener.set_nonblocking(true) {
         return e;
@@ -64,7 +64,9 @@ pub fn serve(listener: UnixListener, backend: Box<dyn Backend>, config: ServerCo
         if let Err(e) = server.gather(&listener, wait) {
             return e;
         }
-        server.evaluate_batch();
+        if let Err(e) = server.evaluate_batch() {
+            return io::Error::other(e);
+        }
     }
 }
 
@@ -194,7 +196,7 @@ impl Server {
 
     /// Evaluates the queued requests, up to the batch limit (always at least one request), and
     /// writes their answers. A request larger than the limit is evaluated in several passes.
-    fn evaluate_batch(&mut self) {
+    fn evaluate_batch(&mut self) -> Result<(), String> {
         let mut taken = 0;
         let mut count = 0;
         for job in &self.jobs {
@@ -205,7 +207,7 @@ impl Server {
             taken += 1;
         }
         if taken == 0 {
-            return;
+            return Ok(());
         }
         let jobs: Vec<Job> = self.jobs.drain(..taken).collect();
         let inputs: Vec<EvalInput<'_>> = jobs
@@ -215,7 +217,7 @@ impl Server {
         let mut raw: Vec<RawEval> = Vec::with_capacity(inputs.len());
         let mut chunk_raw = Vec::new();
         for chunk in inputs.chunks(self.max_batch) {
-            self.backend.evaluate(chunk, &mut chunk_raw);
+            self.backend.evaluate(chunk, &mut chunk_raw)?;
             raw.append(&mut chunk_raw);
         }
         let mut answers = raw.iter();
@@ -244,6 +246,7 @@ impl Server {
                 self.close(job.conn);
             }
         }
+        Ok(())
     }
 }
 
@@ -340,7 +343,7 @@ mod tests {
             .map(|(planes, moves)| EvalInput { planes, moves })
             .collect();
         let mut expected = Vec::new();
-        Heuristic::new(64).evaluate(&inputs, &mut expected);
+        Heuristic::new(64).evaluate(&inputs, &mut expected).unwrap();
 
         let mut client = EvalClient::connect(socket).unwrap();
         // Two batches in flight, one larger than the server's batch limit.

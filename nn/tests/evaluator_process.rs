@@ -168,7 +168,7 @@ fn assert_same_numbers(backend: &mut dyn Backend, config: &EvaluatorConfig) {
     // One request, one batch: the same batch composition as the in-process call.
     let answers = client.evaluate(&batch).unwrap();
     let mut expected: Vec<RawEval> = Vec::new();
-    backend.evaluate(&batch, &mut expected);
+    backend.evaluate(&batch, &mut expected).unwrap();
     let mut priors = Vec::new();
     assert_eq!(answers.len(), expected.len());
     for (i, (answer, raw)) in answers.iter().zip(&expected).enumerate() {

@@ -264,13 +264,15 @@ fn compare(net: &str, network: &mut Network, expected: &Expected) {
         .collect();
     let planes = history.planes();
     let mut out = Vec::new();
-    network.evaluate(
-        &[EvalInput {
-            planes: &planes,
-            moves: &indices,
-        }],
-        &mut out,
-    );
+    network
+        .evaluate(
+            &[EvalInput {
+                planes: &planes,
+                moves: &indices,
+            }],
+            &mut out,
+        )
+        .unwrap();
     let RawEval { wdl, logits } = &out[0];
     let mut priors = Vec::new();
     softmax_priors(logits, DEFAULT_POLICY_TEMPERATURE, &mut priors);

@@ -5,4 +5,7 @@
 //! counter) and expanding the 112 planes inside the model, so a request carries about 1 KB per
 //! position instead of 28 KB of floats.
 
+pub mod backend;
+pub mod client;
 pub mod export;
+pub mod pipe;
