@@ -24,6 +24,9 @@ const MAX_ROWS: usize = 1 << 16;
 
 /// Loads `model` and answers frames from `input` on `output` until end of input.
 pub fn serve(model: &Path, input: &mut impl Read, output: &mut impl Write) -> Result<(), String> {
+    // The profiling executor re-optimises the graph for every new batch size, which costs
+    // seconds each time; the traced graph runs as it is.
+    tch::jit::set_profiling_mode(false);
     let module = CModule::load(model).map_err(|e| format!("loading {}: {e}", model.display()))?;
     let mut header = [0u8; 4];
     loop {
