@@ -22,6 +22,7 @@ use std::process::ExitCode;
 
 use banyan_nn::builtin::Weights;
 use banyan_nn::network::Precision;
+use banyan_nn::triton::client::TritonTarget;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -75,6 +76,13 @@ enum Sub {
         /// bf16.
         #[arg(long, default_value_t)]
         precision: Precision,
+        /// Measure Triton server(s) at these gRPC addresses (host:port, separated by commas)
+        /// instead of a local network.
+        #[arg(long)]
+        triton_url: Option<String>,
+        /// The Triton model's name.
+        #[arg(long, default_value = banyan_nn::triton::export::DEFAULT_MODEL)]
+        triton_model: String,
     },
     /// Training data: Stockfish self-play positions labelled by deeper Stockfish searches
     /// (W/D/L, best move, MultiPV scores), written as compressed chunk files; resumable.
@@ -170,7 +178,15 @@ fn main() -> ExitCode {
             threads,
             seconds,
             precision,
-        }) => evalbench(weights, batches, threads, seconds, precision),
+            triton_url,
+            triton_model,
+        }) => {
+            let triton = triton_url.map(|urls| TritonTarget {
+                urls,
+                model: triton_model,
+            });
+            evalbench(weights, batches, threads, seconds, precision, triton)
+        }
         Some(Sub::Label(args)) => label::run(args),
         Some(Sub::Train(args)) => train::run(args),
         Some(Sub::ExportTriton {
@@ -210,6 +226,7 @@ fn evalbench(
     threads: usize,
     seconds: f64,
     precision: Precision,
+    triton: Option<TritonTarget>,
 ) -> Result<(), String> {
     let exe = crate::own_exe();
     let options = banyan_nn::evalbench::BenchOptions {
@@ -222,6 +239,7 @@ fn evalbench(
         },
         device: banyan_nn::evaluator::DeviceChoice::Auto,
         precision,
+        triton,
         duration: std::time::Duration::from_secs_f64(seconds.clamp(0.1, 600.0)),
     };
     let report = banyan_nn::evalbench::run(&exe, &options).map_err(|e| e.to_string())?;

@@ -27,6 +27,7 @@ use crate::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess, Sp
 use crate::network::Precision;
 use crate::policy::{for_each_legal_move, move_index, parse_uci_move};
 use crate::priors::softmax_priors;
+use crate::triton::client::TritonTarget;
 
 /// Client connections driving the evaluator process.
 const CLIENTS: usize = 2;
@@ -73,6 +74,8 @@ pub struct BenchOptions {
     pub device: DeviceChoice,
     /// What the network computes in.
     pub precision: Precision,
+    /// Triton server(s) to measure instead of a local network.
+    pub triton: Option<TritonTarget>,
     /// Measuring time per batch size and path, split into rounds (each after a short warm-up).
     pub duration: Duration,
 }
@@ -84,6 +87,7 @@ impl BenchOptions {
         config.threads = self.threads;
         config.device = self.device;
         config.precision = self.precision;
+        config.triton = self.triton.clone();
         config.max_batch = max_batch;
         config
     }
@@ -97,6 +101,7 @@ impl Default for BenchOptions {
             threads: 2,
             device: DeviceChoice::Auto,
             precision: Precision::Auto,
+            triton: None,
             duration: Duration::from_secs(3),
         }
     }
@@ -165,6 +170,8 @@ pub enum BenchError {
     Client(#[from] ClientError),
     #[error("batch sizes must be positive")]
     BadBatch,
+    #[error("evaluating: {0}")]
+    Evaluate(String),
 }
 
 /// Measures every batch size of `options`, spawning `exe` (the `banyan` binary) as the
@@ -190,7 +197,7 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
         for _ in 0..ROUNDS {
             row.bare = row
                 .bare
-                .max(time_bare(backend.as_mut(), &positions, batch, slice));
+                .max(time_bare(backend.as_mut(), &positions, batch, slice)?);
             row.process = row
                 .process
                 .max(time_process(&process, &positions, batch, slice)?);
@@ -245,24 +252,27 @@ fn time_bare(
     positions: &[(InputPlanes, Vec<u16>)],
     batch: usize,
     duration: Duration,
-) -> f64 {
+) -> Result<f64, BenchError> {
     let inputs = batch_of(positions, batch);
     let mut out: Vec<RawEval> = Vec::new();
     let mut priors = Vec::new();
     let mut step = |backend: &mut dyn Backend| {
-        backend.evaluate(&inputs, &mut out).expect("evaluating");
+        backend
+            .evaluate(&inputs, &mut out)
+            .map_err(BenchError::Evaluate)?;
         for raw in &out {
             softmax_priors(&raw.logits, 1.359, &mut priors);
         }
+        Ok::<(), BenchError>(())
     };
-    step(backend); // Warm-up: first-call allocations and kernel selection.
+    step(backend)?; // Warm-up: first-call allocations and kernel selection.
     let start = Instant::now();
     let mut done = 0;
     while start.elapsed() < duration {
-        step(backend);
+        step(backend)?;
         done += batch;
     }
-    done as f64 / start.elapsed().as_secs_f64()
+    Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
 /// Positions per second through `process` (whose batch limit is `batch`).
