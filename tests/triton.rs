@@ -252,22 +252,52 @@ impl Drop for Server {
     }
 }
 
-/// Processes running the exported model of `dir` (the model's `__torchscript` helpers).
-fn model_processes(dir: &Path) -> usize {
+/// The processes running the exported model of `dir` (the model's `__torchscript` helper
+/// and the Python backend's stub).
+fn model_processes(dir: &Path) -> Vec<PathBuf> {
     let needle = dir.to_string_lossy().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
-        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&needle))
-        .count()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let cmdline = std::fs::read(path.join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(path)
+        })
+        .collect()
 }
 
-fn triton_engine(server: &Server) -> Engine {
+/// CPU time (clock ticks) of the `__torchscript` helper serving `dir`'s model.
+fn model_cpu_ticks(dir: &Path) -> u64 {
+    model_processes(dir)
+        .iter()
+        .filter(|proc| {
+            std::fs::read(proc.join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__torchscript"))
+        })
+        .filter_map(|proc| std::fs::read_to_string(proc.join("stat")).ok())
+        .map(|stat| {
+            // Fields after the command name's closing parenthesis; utime and stime are the
+            // 12th and 13th of them.
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            fields.iter().sum::<u64>()
+        })
+        .sum()
+}
+
+fn triton_engine(urls: &str) -> Engine {
     let mut engine = Engine::start();
     engine.send("uci");
     engine.read_until("uciok");
     engine.send("setoption name VerboseMoveStats value true");
-    engine.send(&format!("setoption name TritonUrl value {}", server.url()));
+    engine.send(&format!("setoption name TritonUrl value {urls}"));
     engine.send("setoption name Backend value triton");
     engine.send("isready");
     let lines = engine.read_until("readyok");
@@ -312,7 +342,7 @@ fn triton_answers_like_the_local_evaluator() {
     }
     local.send("isready");
     local.read_until("readyok");
-    let mut remote = triton_engine(&server);
+    let mut remote = triton_engine(&server.url());
     for position in [
         "position startpos",
         "position startpos moves e2e4 e7e5 g1f3",
@@ -335,18 +365,30 @@ fn triton_answers_like_the_local_evaluator() {
     remote.quit();
 }
 
-/// A whole game (to its end or 120 plies) through `Backend triton`: every move legal and
+/// A whole game through `Backend triton`, to its end by the rules (mate, stalemate, threefold
+/// repetition, the fifty-move rule, bare kings or a lone minor piece): every move legal and
 /// searched (nodes reported).
 #[test]
 fn a_game_through_triton() {
+    use cozy_chess::{Board, GameStatus, Piece};
     let Some(server) = Server::start("a_game_through_triton") else {
         return;
     };
-    let mut engine = triton_engine(&server);
+    let mut engine = triton_engine(&server.url());
     engine.send("setoption name VerboseMoveStats value false");
     let mut moves: Vec<String> = Vec::new();
-    let mut board = cozy_chess::Board::default();
-    while moves.len() < 120 && board.status() == cozy_chess::GameStatus::Ongoing {
+    let mut board = Board::default();
+    let mut seen = std::collections::HashMap::new();
+    let over = |board: &Board, seen: &std::collections::HashMap<u64, u32>| {
+        let heavy =
+            board.pieces(Piece::Pawn) | board.pieces(Piece::Rook) | board.pieces(Piece::Queen);
+        board.status() != GameStatus::Ongoing
+            || board.halfmove_clock() >= 100
+            || seen.get(&board.hash()).is_some_and(|&n| n >= 3)
+            || (heavy.is_empty() && board.occupied().len() <= 3)
+    };
+    while !over(&board, &seen) {
+        assert!(moves.len() < 1000, "no end after 1000 plies");
         engine.send(&format!("position startpos moves {}", moves.join(" ")));
         engine.send("go nodes 40");
         let lines = engine.read_until("bestmove");
@@ -359,8 +401,10 @@ fn a_game_through_triton() {
             .unwrap();
         assert!(nodes > 0, "{lines:?}");
         board.play(banyan_nn::policy::parse_uci_move(&board, &best, false).unwrap());
+        *seen.entry(board.hash()).or_insert(0) += 1;
         moves.push(best);
     }
+    eprintln!("game over after {} plies: {}", moves.len(), moves.join(" "));
     engine.quit();
 }
 
@@ -372,7 +416,7 @@ fn a_killed_server_costs_one_move_not_the_game() {
     let Some(mut server) = Server::start("a_killed_server_costs_one_move_not_the_game") else {
         return;
     };
-    let mut engine = triton_engine(&server);
+    let mut engine = triton_engine(&server.url());
     engine.send("setoption name VerboseMoveStats value false");
     engine.send("position startpos moves e2e4");
     engine.send("go infinite");
@@ -390,12 +434,11 @@ fn a_killed_server_costs_one_move_not_the_game() {
     let (best, _) = bestmove_of(&lines);
     assert!(is_legal(None, &["e2e4"], &best), "{best}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while model_processes(&server.dir) > 0 && Instant::now() < deadline {
+    while !model_processes(&server.dir).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(
-        model_processes(&server.dir),
-        0,
+    assert!(
+        model_processes(&server.dir).is_empty(),
         "a model process outlived its server"
     );
 
@@ -408,5 +451,67 @@ fn a_killed_server_costs_one_move_not_the_game() {
         .parse()
         .unwrap();
     assert_eq!(nodes, 200, "searched with Triton again: {lines:?}");
+    engine.quit();
+}
+
+/// The server stopped (SIGSTOP) mid-search: a timed search still answers on time; once it
+/// runs again, the next search is evaluated by it.
+#[test]
+fn a_stalled_server_costs_one_move_not_the_game() {
+    let Some(server) = Server::start("a_stalled_server_costs_one_move_not_the_game") else {
+        return;
+    };
+    let mut engine = triton_engine(&server.url());
+    engine.send("setoption name VerboseMoveStats value false");
+    engine.send("position startpos moves d2d4");
+    let group = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    let started = Instant::now();
+    engine.send("go movetime 2000");
+    std::thread::sleep(Duration::from_millis(500));
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let lines = engine.read_until_within("bestmove", Duration::from_secs(10));
+    let took = started.elapsed();
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(
+        took < Duration::from_millis(3000),
+        "bestmove after {took:?}"
+    );
+    let (best, _) = bestmove_of(&lines);
+    assert!(is_legal(None, &["d2d4"], &best), "{best}");
+
+    engine.send("position startpos moves d2d4 d7d5");
+    engine.send("go nodes 200");
+    let lines = engine.read_until("bestmove");
+    let nodes: u64 = info_field(common::last_search_info(&lines), "nodes")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(nodes, 200, "searched with Triton again: {lines:?}");
+    engine.quit();
+}
+
+/// `TritonUrl` with two servers: one search's batches are evaluated by both.
+#[test]
+fn batches_spread_over_the_servers() {
+    const TEST: &str = "batches_spread_over_the_servers";
+    let Some(first) = Server::start(&format!("{TEST}-1")) else {
+        return;
+    };
+    let Some(second) = Server::start(&format!("{TEST}-2")) else {
+        return;
+    };
+    let mut engine = triton_engine(&format!("{},{}", first.url(), second.url()));
+    engine.send("setoption name VerboseMoveStats value false");
+    let before = [model_cpu_ticks(&first.dir), model_cpu_ticks(&second.dir)];
+    engine.send("position startpos");
+    engine.send("go nodes 3000");
+    engine.read_until("bestmove");
+    let after = [model_cpu_ticks(&first.dir), model_cpu_ticks(&second.dir)];
+    for (server, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(
+            a > b,
+            "server {server} did no work: {before:?} -> {after:?}"
+        );
+    }
     engine.quit();
 }
