@@ -297,8 +297,9 @@ fn triton_engine(urls: &str) -> Engine {
     engine.send("uci");
     engine.read_until("uciok");
     engine.send("setoption name VerboseMoveStats value true");
-    engine.send(&format!("setoption name TritonUrl value {urls}"));
+    // Either order works: `Backend triton` first waits for the address.
     engine.send("setoption name Backend value triton");
+    engine.send(&format!("setoption name TritonUrl value {urls}"));
     engine.send("isready");
     let lines = engine.read_until("readyok");
     assert!(

@@ -58,13 +58,8 @@ const DECLS: &[Decl] = &[
             default: Weights::HEURISTIC,
         },
     },
-    Decl {
-        name: "Backend",
-        kind: Kind::Combo {
-            default: "auto",
-            vars: &["auto", "cpu", "cuda", "triton"],
-        },
-    },
+    // Before `Backend`: GUIs send options in the order they are declared, and `Backend
+    // triton` connects at once.
     Decl {
         name: "TritonUrl",
         kind: Kind::Text { default: "<empty>" },
@@ -73,6 +68,13 @@ const DECLS: &[Decl] = &[
         name: "TritonModel",
         kind: Kind::Text {
             default: banyan_nn::triton::export::DEFAULT_MODEL,
+        },
+    },
+    Decl {
+        name: "Backend",
+        kind: Kind::Combo {
+            default: "auto",
+            vars: &["auto", "cpu", "cuda", "triton"],
         },
     },
     Decl {
@@ -193,6 +195,8 @@ impl Default for Options {
             .map(|d| match &d.kind {
                 Kind::Spin { default, .. } => Value::Int(*default),
                 Kind::Check { default } => Value::Bool(*default),
+                // `<empty>` is how UCI spells an empty string default.
+                Kind::Text { default: "<empty>" } => Value::Text(String::new()),
                 Kind::Text { default } | Kind::Combo { default, .. } => {
                     Value::Text(default.to_string())
                 }

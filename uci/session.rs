@@ -139,6 +139,13 @@ impl Session {
             self.out
                 .info_string(format_args!("evaluator: {description}"));
         }
+        if self.options.text("Backend") == "triton"
+            && self.options.text("TritonUrl").trim().is_empty()
+        {
+            self.out.info_string(format_args!(
+                "Backend triton: set TritonUrl to use it; evaluating here until then"
+            ));
+        }
     }
 
     fn go(&mut self, params: &GoParams) {
@@ -200,10 +207,13 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         hash_mb: o.int("Hash") as u64,
         weights: Weights::parse(o.text("WeightsFile")),
         device: o.text("Backend").parse().unwrap_or_default(),
-        triton: (o.text("Backend") == "triton").then(|| TritonTarget {
-            urls: o.text("TritonUrl").to_string(),
-            model: o.text("TritonModel").to_string(),
-        }),
+        // `Backend triton` waits for `TritonUrl` (the session says so) instead of failing.
+        triton: (o.text("Backend") == "triton" && !o.text("TritonUrl").trim().is_empty()).then(
+            || TritonTarget {
+                urls: o.text("TritonUrl").to_string(),
+                model: o.text("TritonModel").to_string(),
+            },
+        ),
         precision: o.text("Precision").parse().unwrap_or_default(),
         eval_threads: o.int("EvalThreads") as usize,
         minibatch: o.int("MinibatchSize") as usize,

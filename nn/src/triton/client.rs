@@ -2,8 +2,9 @@
 //! inference with raw binary tensors, several requests in flight, spread over servers.
 //!
 //! The client owns a small single-threaded tokio runtime and blocks on it, so the evaluator's
-//! serving loop stays synchronous. Channels reconnect by themselves after a server restarts;
-//! every call has a deadline, so a stalled server surfaces as an error, never as a hang.
+//! serving loop stays synchronous. Every call has a deadline, so a stalled server surfaces as
+//! an error, never as a hang (the evaluator then exits and the engine starts a new one, which
+//! connects afresh).
 
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ use proto::{ModelInferRequest, ModelReadyRequest, ServerLiveRequest};
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Positions per request at least, when a batch is split to keep several requests in flight.
 const MIN_REQUEST: usize = 16;
+/// Positions per request at most: the smallest `max_batch_size` a model written by
+/// `export-triton` accepts (Triton's dynamic batcher merges requests again).
+pub const MAX_REQUEST: usize = 64;
 /// Requests in flight per server for one batch.
 const REQUESTS_PER_SERVER: usize = 2;
+/// Deadline of the liveness and readiness checks, run on every server at once: a new
+/// evaluator must not hold up a move for long when a server is gone.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why talking to Triton failed.
 #[derive(Debug, Error)]
@@ -100,8 +107,8 @@ pub struct TritonClient {
 }
 
 impl TritonClient {
-    /// Connects to every server of `target` and checks that it is live and its model ready;
-    /// every call has `timeout` as its deadline.
+    /// Connects to every server of `target` and checks that it is live and its model ready
+    /// (within a second); every inference call has `timeout` as its deadline.
     pub fn connect(target: &TritonTarget, timeout: Duration) -> Result<TritonClient, TritonError> {
         if target.model.trim().is_empty() {
             return Err(TritonError::NoModel);
@@ -110,14 +117,15 @@ impl TritonClient {
             .enable_all()
             .build()
             .map_err(TritonError::Runtime)?;
-        let mut servers = Vec::with_capacity(target.urls.len());
-        for url in target.addresses()? {
+        let addresses = target.addresses()?;
+        let mut servers = Vec::with_capacity(addresses.len());
+        for url in addresses {
             let endpoint = Endpoint::from_shared(format!("http://{url}"))
                 .map_err(|_| TritonError::BadAddress(url.clone()))?
-                .connect_timeout(timeout)
+                .connect_timeout(CHECK_TIMEOUT.min(timeout))
                 .timeout(timeout)
                 .tcp_nodelay(true);
-            // Lazy: the channel (re)connects on use, so a restarted server is found again.
+            // Lazy: connecting is part of the first call, under its deadline.
             let _guard = runtime.enter();
             let client = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(MAX_MESSAGE)
@@ -135,39 +143,23 @@ impl TritonClient {
         Ok(client)
     }
 
-    /// Checks that every server is live and has the model ready.
+    /// Checks that every server is live and has the model ready, all at once, within
+    /// [`CHECK_TIMEOUT`].
     pub fn check(&self) -> Result<(), TritonError> {
+        let checks: Vec<_> = self
+            .servers
+            .iter()
+            .map(|server| {
+                check_server(
+                    server.client.clone(),
+                    server.url.clone(),
+                    self.model.clone(),
+                )
+            })
+            .collect();
         self.runtime.block_on(async {
-            for server in &self.servers {
-                let mut client = server.client.clone();
-                let error = |status: tonic::Status| TritonError::Server {
-                    url: server.url.clone(),
-                    message: status_text(&status),
-                };
-                let live = client
-                    .server_live(ServerLiveRequest {})
-                    .await
-                    .map_err(error)?;
-                if !live.get_ref().live {
-                    return Err(TritonError::NotLive {
-                        url: server.url.clone(),
-                    });
-                }
-                let ready = client
-                    .model_ready(ModelReadyRequest {
-                        name: self.model.clone(),
-                        version: String::new(),
-                    })
-                    .await
-                    .map_err(error)?;
-                if !ready.get_ref().ready {
-                    return Err(TritonError::ModelNotReady {
-                        url: server.url.clone(),
-                        model: self.model.clone(),
-                    });
-                }
-            }
-            Ok(())
+            let handles: Vec<_> = checks.into_iter().map(tokio::spawn).collect();
+            gather(handles, CHECK_TIMEOUT).await.map(|_| ())
         })
     }
 
@@ -184,7 +176,8 @@ impl TritonClient {
             return Ok(Vec::new());
         }
         let parts = (self.servers.len() * REQUESTS_PER_SERVER)
-            .min(batch.len().div_ceil(MIN_REQUEST))
+            .min(batch.len() / MIN_REQUEST)
+            .max(batch.len().div_ceil(MAX_REQUEST))
             .max(1);
         let size = batch.len().div_ceil(parts);
         let first = self.next;
@@ -213,23 +206,72 @@ impl TritonClient {
         let timeout = self.timeout;
         self.runtime.block_on(async move {
             let handles: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
-            let mut out = Vec::with_capacity(batch.len() * OUTPUT_SIZE);
-            for handle in handles {
-                let rows = tokio::time::timeout(timeout, handle)
-                    .await
-                    .map_err(|_| TritonError::Server {
-                        url: "(batch)".into(),
-                        message: format!("no answer within {timeout:?}"),
-                    })?
-                    .map_err(|e| TritonError::Server {
-                        url: "(batch)".into(),
-                        message: format!("request task failed: {e}"),
-                    })??;
-                out.extend_from_slice(&rows);
-            }
-            Ok(out)
+            let rows = gather(handles, timeout).await?;
+            Ok(rows.concat())
         })
     }
+}
+
+/// Whether `client`'s server is live with `model` ready.
+async fn check_server(
+    mut client: GrpcInferenceServiceClient<Channel>,
+    url: String,
+    model: String,
+) -> Result<(), TritonError> {
+    let error = |status: tonic::Status| TritonError::Server {
+        url: url.clone(),
+        message: status_text(&status),
+    };
+    let live = client
+        .server_live(ServerLiveRequest {})
+        .await
+        .map_err(error)?;
+    if !live.get_ref().live {
+        return Err(TritonError::NotLive { url });
+    }
+    let ready = client
+        .model_ready(ModelReadyRequest {
+            name: model.clone(),
+            version: String::new(),
+        })
+        .await
+        .map_err(error)?;
+    if !ready.get_ref().ready {
+        return Err(TritonError::ModelNotReady { url, model });
+    }
+    Ok(())
+}
+
+/// The results of `handles` in order, all within one `deadline`; on the first failure the
+/// rest are aborted.
+async fn gather<T>(
+    handles: Vec<tokio::task::JoinHandle<Result<T, TritonError>>>,
+    deadline: Duration,
+) -> Result<Vec<T>, TritonError> {
+    let aborts: Vec<_> = handles.iter().map(|h| h.abort_handle()).collect();
+    let all = async {
+        let mut out = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let result = handle.await.map_err(|e| TritonError::Server {
+                url: "(client)".into(),
+                message: format!("request task failed: {e}"),
+            })?;
+            out.push(result?);
+        }
+        Ok(out)
+    };
+    let result = tokio::time::timeout(deadline, all)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TritonError::Server {
+                url: "(client)".into(),
+                message: format!("no answer within {deadline:?}"),
+            })
+        });
+    if result.is_err() {
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+    result
 }
 
 /// The request for `chunk` to `model`: masks `[B, 112]` INT64 and rule50 `[B, 1]` FP32 as raw

@@ -28,6 +28,7 @@ use crate::builtin::Weights;
 use crate::encode::{INPUT_PLANES, InputPlanes, PositionHistory, RULE50_PLANE};
 use crate::network::{Network, Precision};
 use crate::policy::POLICY_SIZE;
+use crate::triton::client::MAX_REQUEST;
 
 /// Input: one 64-bit square mask per plane, `[B, 112]` int64.
 pub const MASKS: &str = "INPUT__0";
@@ -69,8 +70,10 @@ pub fn write_repository(
             "{model:?} is not a model name (a plain directory name)"
         ));
     }
-    if max_batch == 0 {
-        return Err("the largest batch must be at least 1".into());
+    if max_batch < MAX_REQUEST {
+        return Err(format!(
+            "the largest batch must be at least {MAX_REQUEST} (the client's largest request)"
+        ));
     }
     let mut network = match weights {
         Weights::Heuristic => {
@@ -265,13 +268,13 @@ mod tests {
     fn bad_requests_are_refused() {
         let dir = std::env::temp_dir();
         for (weights, model, max_batch, expected) in [
-            (Weights::Heuristic, "m", 8, "not a network"),
-            (Weights::Builtin, "a/b", 8, "not a model name"),
-            (Weights::Builtin, "m", 0, "at least 1"),
+            (Weights::Heuristic, "m", 64, "not a network"),
+            (Weights::Builtin, "a/b", 64, "not a model name"),
+            (Weights::Builtin, "m", 63, "at least 64"),
             (
                 Weights::File("/nonexistent/net.pb.gz".into()),
                 "m",
-                8,
+                64,
                 "loading",
             ),
         ] {

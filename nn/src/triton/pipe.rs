@@ -51,6 +51,13 @@ pub fn serve(model: &Path, input: &mut impl Read, output: &mut impl Write) -> Re
         let out = tch::no_grad(|| module.forward_ts(&[masks, rule50]))
             .map_err(|e| format!("running the model: {e}"))?
             .contiguous();
+        if out.kind() != Kind::Float || out.size() != [rows as i64, OUTPUT_SIZE as i64] {
+            return Err(format!(
+                "the model answered {:?} {:?}, expected Float [{rows}, {OUTPUT_SIZE}]",
+                out.kind(),
+                out.size()
+            ));
+        }
         let mut floats = vec![0f32; rows * OUTPUT_SIZE];
         out.copy_data(&mut floats, rows * OUTPUT_SIZE);
         let bytes: Vec<u8> = floats.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -74,7 +81,7 @@ mod tests {
     #[test]
     fn frames_are_answered_with_the_models_output() {
         let dir = std::env::temp_dir().join(format!("banyan-triton-pipe-{}", std::process::id()));
-        let exported = write_repository(&Weights::Builtin, &dir, "m", 8).unwrap();
+        let exported = write_repository(&Weights::Builtin, &dir, "m", 64).unwrap();
         let file = exported.model_dir.join("1/model.pt");
         let mut planes = PositionHistory::new(Board::default()).planes();
         planes.rule50 = 3;
