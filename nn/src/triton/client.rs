@@ -143,8 +143,8 @@ impl TritonClient {
         Ok(client)
     }
 
-    /// Checks that every server is live and has the model ready, all at once, within
-    /// [`CHECK_TIMEOUT`].
+    /// Checks that every server is live and has the model ready, all at once, within a
+    /// second.
     pub fn check(&self) -> Result<(), TritonError> {
         let checks: Vec<_> = self
             .servers
