@@ -3,6 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/kserve_v2.proto";
+    // Cargo's build-script protocol (read by cargo, never the UCI channel).
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
     tonic_prost_build::configure()

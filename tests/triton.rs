@@ -311,6 +311,26 @@ fn triton_engine(urls: &str) -> Engine {
     engine
 }
 
+/// The nodes of a search's last `info depth` line.
+fn searched_nodes(lines: &[String]) -> u64 {
+    info_field(common::last_search_info(lines), "nodes")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no nodes: {lines:?}"))
+}
+
+/// `go nodes 200` in `position` searches all 200 nodes: the evaluator (Triton, the only one
+/// configured) answers again.
+fn assert_searches_fully(engine: &mut Engine, position: &str) {
+    engine.send(position);
+    engine.send("go nodes 200");
+    let lines = engine.read_until("bestmove");
+    assert_eq!(
+        searched_nodes(&lines),
+        200,
+        "searched with Triton again: {lines:?}"
+    );
+}
+
 /// The root's raw network value (`V:`) of the `info string node` line.
 fn root_value(engine: &mut Engine, position: &str) -> f32 {
     engine.send(position);
@@ -396,11 +416,7 @@ fn a_game_through_triton() {
         let (best, _) = bestmove_of(&lines);
         let refs: Vec<&str> = moves.iter().map(String::as_str).collect();
         assert!(is_legal(None, &refs, &best), "{best} after {refs:?}");
-        let nodes: u64 = info_field(common::last_search_info(&lines), "nodes")
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(nodes > 0, "{lines:?}");
+        assert!(searched_nodes(&lines) > 0, "{lines:?}");
         board.play(banyan_nn::policy::parse_uci_move(&board, &best, false).unwrap());
         *seen.entry(board.hash()).or_insert(0) += 1;
         moves.push(best);
@@ -444,14 +460,7 @@ fn a_killed_server_costs_one_move_not_the_game() {
     );
 
     server.restart();
-    engine.send("position startpos moves e2e4 e7e5");
-    engine.send("go nodes 200");
-    let lines = engine.read_until("bestmove");
-    let nodes: u64 = info_field(common::last_search_info(&lines), "nodes")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(nodes, 200, "searched with Triton again: {lines:?}");
+    assert_searches_fully(&mut engine, "position startpos moves e2e4 e7e5");
     engine.quit();
 }
 
@@ -480,14 +489,7 @@ fn a_stalled_server_costs_one_move_not_the_game() {
     let (best, _) = bestmove_of(&lines);
     assert!(is_legal(None, &["d2d4"], &best), "{best}");
 
-    engine.send("position startpos moves d2d4 d7d5");
-    engine.send("go nodes 200");
-    let lines = engine.read_until("bestmove");
-    let nodes: u64 = info_field(common::last_search_info(&lines), "nodes")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(nodes, 200, "searched with Triton again: {lines:?}");
+    assert_searches_fully(&mut engine, "position startpos moves d2d4 d7d5");
     engine.quit();
 }
 
