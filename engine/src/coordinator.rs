@@ -467,7 +467,7 @@ impl Engine {
             } else {
                 legal.len()
             },
-            board,
+            history: position.history(),
             position: position.clone(),
             config: self.config.clone(),
             tb_root,
@@ -604,7 +604,8 @@ struct Monitor {
     search: u32,
     limits: Limits,
     root_moves: usize,
-    board: cozy_chess::Board,
+    /// The game up to the root: info lines end their PVs where the game would end.
+    history: banyan_nn::encode::PositionHistory,
     position: GamePosition,
     config: EngineConfig,
     /// The root's tablebase result, when the root filter applied.
@@ -733,7 +734,7 @@ impl Monitor {
         let mut info = report::info(
             &self.pool.arena,
             self.pool.control.block(),
-            &self.board,
+            &self.history,
             start.elapsed(),
             self.config.multipv,
             self.pool.cache.as_deref(),

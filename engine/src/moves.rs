@@ -1,5 +1,6 @@
 //! Chess moves as the tree's opaque 16-bit codes, and the root position a search starts from.
 
+use banyan_nn::encode::PositionHistory;
 use cozy_chess::{Board, File, Move, Piece, Rank, Square};
 
 /// Packs a move (cozy-chess form: castling as king takes rook) into 16 bits:
@@ -93,8 +94,8 @@ impl GamePosition {
     }
 
     /// The history the network sees, from the start to the current position.
-    pub fn history(&self) -> banyan_nn::encode::PositionHistory {
-        let mut history = banyan_nn::encode::PositionHistory::new(self.start());
+    pub fn history(&self) -> PositionHistory {
+        let mut history = PositionHistory::new(self.start());
         for &mv in &self.moves {
             history.push(mv);
         }
@@ -105,6 +106,21 @@ impl GamePosition {
     pub fn continuation<'a>(&self, later: &'a GamePosition) -> Option<&'a [Move]> {
         (later.start_fen == self.start_fen && later.moves.starts_with(&self.moves))
             .then(|| &later.moves[self.moves.len()..])
+    }
+}
+
+/// Lc0's rule for a repetition below the root (the first `root_len` positions of `history`
+/// are the game): a third occurrence (counting the game) is a draw anywhere; a second one
+/// only when the whole cycle lies below the root, where the side that could deviate is
+/// searching and chose not to.
+pub fn repetition_draw(history: &PositionHistory, root_len: usize) -> bool {
+    let below_root = history.len() - root_len;
+    match history.repetitions() {
+        0 => false,
+        1 => history
+            .plies_since_repetition()
+            .is_some_and(|plies| plies <= below_root),
+        _ => true,
     }
 }
 

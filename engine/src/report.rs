@@ -7,7 +7,7 @@ use std::time::Duration;
 use banyan_nn::cache::EvalCache;
 use banyan_nn::encode::PositionHistory;
 use banyan_tree::{Arena, ChildStats, FAR_PLIES, Outcome};
-use cozy_chess::{Board, Move};
+use cozy_chess::Move;
 
 use crate::control::ControlBlock;
 use crate::moves::{self, GamePosition};
@@ -174,7 +174,13 @@ fn wdl(child: &ChildStats) -> [u32; 3] {
 /// Root children ordered as the search would choose them: proven wins first (shortest),
 /// proven losses last (longest), then by visits, then by Q.
 fn ranked(arena: &Arena) -> Vec<ChildStats> {
-    let mut children = arena.children(arena.root());
+    rank(arena.children(arena.root()))
+}
+
+/// [`ranked`] over `children`, keeping those worth a line of `info`: the visited and proven
+/// ones, and the first in any case, so that the first line's PV starts with `bestmove` (an
+/// unexplored move outranks proven losses: it may not lose).
+fn rank(mut children: Vec<ChildStats>) -> Vec<ChildStats> {
     let key = |c: &ChildStats| -> (i32, i64, i64) {
         match c.proven.map(|p| (p.outcome, p.plies as i64)) {
             Some((Outcome::Loss, plies)) => (2, -plies, 0),
@@ -183,6 +189,8 @@ fn ranked(arena: &Arena) -> Vec<ChildStats> {
         }
     };
     children.sort_by_key(|c| std::cmp::Reverse(key(c)));
+    let mut first = true;
+    children.retain(|c| std::mem::take(&mut first) || c.visits > 0 || c.proven.is_some());
     children
 }
 
@@ -243,7 +251,7 @@ pub fn average_depth(block: &ControlBlock) -> u32 {
 pub fn info(
     arena: &Arena,
     block: &ControlBlock,
-    board: &Board,
+    history: &PositionHistory,
     time: Duration,
     multipv: usize,
     cache: Option<&EvalCache>,
@@ -252,7 +260,6 @@ pub fn info(
     let ms = time.as_millis().max(1) as u64;
     let lines = ranked(arena)
         .iter()
-        .filter(|c| c.visits > 0 || c.proven.is_some())
         .take(multipv.max(1))
         .map(|c| {
             let mut pv = vec![moves::decode(c.mv)];
@@ -262,7 +269,7 @@ pub fn info(
             Line {
                 score: score(c),
                 wdl: wdl(c),
-                pv: legal_prefix(board, pv),
+                pv: shown_pv(history, pv),
             }
         })
         .collect();
@@ -285,16 +292,23 @@ pub fn info(
     }
 }
 
-/// The longest prefix of `pv` that is legal from `board` (a guard: the tree is shared
-/// memory, and a GUI must never see an illegal move).
-fn legal_prefix(board: &Board, pv: Vec<Move>) -> Vec<Move> {
-    let mut board = board.clone();
+/// The PV a GUI sees after the game `history`: the longest legal prefix of `pv` (a guard:
+/// the tree is shared memory, and a GUI must never see an illegal move), ending at the
+/// move that draws by repetition. A node reused from an earlier search may hold a line on
+/// past a position that the game since makes a repetition.
+fn shown_pv(history: &PositionHistory, pv: Vec<Move>) -> Vec<Move> {
+    let mut line = history.clone();
+    let root_len = line.len();
     let mut out = Vec::with_capacity(pv.len());
     for mv in pv {
-        if board.try_play(mv).is_err() {
+        if !line.current().is_legal(mv) {
             break;
         }
+        line.push(mv);
         out.push(mv);
+        if moves::repetition_draw(&line, root_len) {
+            break;
+        }
     }
     out
 }
@@ -396,6 +410,73 @@ fn net_value(history: &PositionHistory, cache: &EvalCache) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A root child with `visits` and the proven result at the child.
+    fn child(mv: u16, visits: u32, prior: f32, proven: Option<Outcome>) -> ChildStats {
+        ChildStats {
+            mv,
+            node: (visits > 0).then_some(mv as u32),
+            visits,
+            in_flight: 0,
+            wl: match proven {
+                Some(Outcome::Win) => -1.0,
+                Some(Outcome::Loss) => 1.0,
+                _ => 0.1,
+            },
+            d: 0.0,
+            prior,
+            proven: proven.map(|outcome| banyan_tree::Proven { outcome, plies: 1 }),
+        }
+    }
+
+    #[test]
+    fn the_first_line_starts_with_the_move_played() {
+        use Outcome::{Loss, Win};
+        // (children as (move, visits, proven at the child), the moves `info` lists in order)
+        let cases: [(&[(u16, u32, Option<Outcome>)], &[u16]); 4] = [
+            // Proven losses (the child wins) rank below a move not yet explored.
+            (&[(1, 40, Some(Win)), (2, 0, None), (3, 0, None)], &[2, 1]),
+            // Unexplored moves are left out when an explored one comes first.
+            (&[(1, 0, None), (2, 30, None), (3, 10, None)], &[2, 3]),
+            // A proven win comes first, however few its visits.
+            (&[(1, 90, None), (2, 2, Some(Loss)), (3, 0, None)], &[2, 1]),
+            // Nothing explored: the first still has its line.
+            (&[(1, 0, None), (2, 0, None)], &[1]),
+        ];
+        for (children, shown) in cases {
+            let children = children
+                .iter()
+                .map(|&(mv, visits, proven)| child(mv, visits, 0.1, proven))
+                .collect();
+            let got: Vec<u16> = rank(children).iter().map(|c| c.mv).collect();
+            assert_eq!(got, shown);
+        }
+    }
+
+    #[test]
+    fn a_pv_ends_at_a_repetition_or_an_illegal_move() {
+        // (game moves, tree PV, the PV shown)
+        let cases: [(&[&str], &[&str], usize); 4] = [
+            // The start position a third time, counting the game: a draw there.
+            (
+                &["g1f3", "g8f6", "f3g1", "f6g8"],
+                &["g1f3", "g8f6", "f3g1", "f6g8", "e2e4"],
+                4,
+            ),
+            // A second time, the cycle below the root: a draw (Lc0's rule).
+            (&[], &["g1f3", "g8f6", "f3g1", "f6g8", "g1f3"], 4),
+            // A second time, the first occurrence in the game: play goes on.
+            (&["e2e4", "e7e5", "g1f3"], &["b8c6", "f3g1", "c6b8", "d2d4"], 4),
+            // An illegal move ends the line.
+            (&[], &["e2e4", "e2e4", "e7e5"], 1),
+        ];
+        for (game, pv, shown) in cases {
+            let position = GamePosition::parse(None, game, false).unwrap();
+            let pv: Vec<Move> = pv.iter().map(|text| text.parse().unwrap()).collect();
+            let got = shown_pv(&position.history(), pv.clone());
+            assert_eq!(got, pv[..shown], "{game:?} then {pv:?}");
+        }
+    }
 
     #[test]
     fn centipawns_follow_lc0() {

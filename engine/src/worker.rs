@@ -416,7 +416,7 @@ impl Search<'_> {
         if !at_root
             && (board.halfmove_clock() >= 100
                 || insufficient_material(board)
-                || self.repetition_draw())
+                || moves::repetition_draw(&self.history, self.root_len))
         {
             return LeafKind::End {
                 wl: 0.0,
@@ -462,22 +462,6 @@ impl Search<'_> {
             };
         }
         LeafKind::Open
-    }
-
-    /// Lc0's rule for a repetition below the root: a third occurrence (counting the game) is
-    /// a draw anywhere; a second one only when the whole cycle lies inside the tree (the
-    /// earlier occurrence at or below the root), where the side that could deviate is
-    /// searching and chose not to.
-    fn repetition_draw(&self) -> bool {
-        let below_root = self.history.len() - self.root_len;
-        match self.history.repetitions() {
-            0 => false,
-            1 => self
-                .history
-                .plies_since_repetition()
-                .is_some_and(|plies| plies <= below_root),
-            _ => true,
-        }
     }
 
     /// The evaluator request for the leaf at the end of `path` (the history's current
