@@ -466,7 +466,11 @@ mod tests {
             // A second time, the cycle below the root: a draw (Lc0's rule).
             (&[], &["g1f3", "g8f6", "f3g1", "f6g8", "g1f3"], 4),
             // A second time, the first occurrence in the game: play goes on.
-            (&["e2e4", "e7e5", "g1f3"], &["b8c6", "f3g1", "c6b8", "d2d4"], 4),
+            (
+                &["e2e4", "e7e5", "g1f3"],
+                &["b8c6", "f3g1", "c6b8", "d2d4"],
+                4,
+            ),
             // An illegal move ends the line.
             (&[], &["e2e4", "e2e4", "e7e5"], 1),
         ];
