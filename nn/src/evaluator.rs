@@ -75,7 +75,8 @@ impl fmt::Display for DeviceChoice {
 pub struct EvaluatorConfig {
     /// The built-in network, the heuristic or an Lc0 weights file.
     pub weights: Weights,
-    /// libtorch CPU threads for the forward pass.
+    /// CPU threads: the evaluator's lanes on the CPU (each evaluates its own batches on one
+    /// core), libtorch's threads for a GPU's host-side work.
     pub threads: usize,
     /// Where the network runs.
     pub device: DeviceChoice,
@@ -373,10 +374,15 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
         )
     }
     .map_err(|e| format!("ignoring SIGPIPE: {e}"))?;
-    let backend = open_backend(&config)?;
+    let lanes = open_lanes(&config)?;
+    let backend = &lanes[0];
     let listener = UnixListener::bind(&config.socket)
         .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
-    let description = backend.describe().replace('\n', " ");
+    let description = match lanes.len() {
+        1 => backend.describe(),
+        n => format!("{} ({n} lanes)", backend.describe()),
+    }
+    .replace('\n', " ");
     tracing::info!("evaluator ready: {description}");
     writeln!(status, "ready {description}")
         .and_then(|()| status.flush())
@@ -385,8 +391,28 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
         max_batch: config.max_batch,
         policy_temperature: config.policy_temperature,
     };
-    let err = server::serve(listener, backend, server_config);
+    let err = server::serve(listener, lanes, server_config);
     Err(format!("serving: {err}"))
+}
+
+/// The backends of `config`'s evaluator, one per lane: as many as its threads for a network
+/// or the heuristic on the CPU, each network computing on one libtorch thread (see
+/// [`crate::server`]); one for a GPU (its host-side work on the threads) or Triton.
+fn open_lanes(config: &EvaluatorConfig) -> Result<Vec<Box<dyn Backend>>, String> {
+    let on_cpu = config.triton.is_none()
+        && (config.weights == Weights::Heuristic
+            || torch_device(config.device)? == tch::Device::Cpu);
+    if !on_cpu {
+        return Ok(vec![open_backend(config)?]);
+    }
+    let lanes = config.threads.max(1);
+    if config.weights == Weights::Heuristic {
+        return Ok((0..lanes)
+            .map(|_| Box::new(Heuristic::new(config.max_batch)) as Box<dyn Backend>)
+            .collect());
+    }
+    set_torch_threads(1);
+    (0..lanes).map(|_| load_network(config)).collect()
 }
 
 /// What `config`'s evaluator serves: its Triton server(s) when it has them (checked live and
@@ -402,8 +428,19 @@ pub(crate) fn open_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>,
     if *weights == Weights::Heuristic {
         return Ok(Box::new(Heuristic::new(config.max_batch)));
     }
-    tch::set_num_threads(config.threads as i32);
+    set_torch_threads(config.threads);
+    load_network(config)
+}
+
+/// Sets libtorch's process-wide threads (once per process: libtorch refuses a second time).
+fn set_torch_threads(threads: usize) {
+    tch::set_num_threads(threads as i32);
     tch::set_num_interop_threads(1);
+}
+
+/// `config`'s network on its device, in its precision, for batches of up to its `max_batch`.
+fn load_network(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
+    let weights = &config.weights;
     let device = torch_device(config.device)?;
     let mut network = match weights {
         Weights::File(path) => Network::load(path, device),

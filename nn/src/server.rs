@@ -1,19 +1,30 @@
 //! The evaluator's serving loop: accepts worker connections on a Unix-domain socket, merges
 //! their requests into batches and answers each with W/D/L and the priors of its listed moves.
 //!
-//! One thread does everything between forward passes: it polls the listener and every
-//! connection, reads whatever complete requests have arrived, takes everything pending up to
-//! the batch limit (so a batch is flushed when full or when nothing more is pending; there is
-//! no fixed wait), runs one evaluation, applies the policy softmax and writes each connection
-//! its answers in request order. Requests that arrive during a forward pass wait in the socket
-//! buffers, so no other evaluator thread competes with libtorch's for the cores. A malformed
-//! message closes that connection with a logged error; the server goes on.
+//! The work is split into *lanes*, one thread and one backend each. An acceptor thread hands
+//! every new connection to the lane with the fewest. A lane does everything between its
+//! forward passes: it polls its connections, reads whatever complete requests have arrived,
+//! takes everything pending up to the batch limit (so a batch is flushed when full or when
+//! nothing more is pending; there is no fixed wait), runs one evaluation, applies the policy
+//! softmax and writes each connection its answers in request order. Requests that arrive
+//! during a forward pass wait in the socket buffers.
+//!
+//! On the CPU each lane computes on one core, as Lc0's BLAS backend does per search thread:
+//! two searches' batches run side by side instead of one batch split over both cores, whose
+//! threads must meet after every layer. On a busy machine (two engines on two cores, as
+//! tournaments run them) such a meeting waits for whichever thread the scheduler put off,
+//! layer after layer; a lane that is put off delays only its own batch. A malformed message
+//! closes that connection with a logged error; the server goes on.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -39,33 +50,96 @@ pub struct ServerConfig {
     pub policy_temperature: f32,
 }
 
-/// Serves connections from `listener` with `backend` until polling or accepting fails (never,
-/// normally) or the backend does (a remote server gone), returning that error.
-pub fn serve(listener: UnixListener, backend: Box<dyn Backend>, config: ServerConfig) -> io::Error {
-    if let Err(e) = listener.set_nonblocking(true) {
-        return e;
-    }
-    let mut server = Server {
-        max_batch: config.max_batch.min(backend.max_batch()).max(1),
-        temperature: config.policy_temperature,
-        backend,
-        connections: HashMap::new(),
-        next_id: 0,
-        jobs: VecDeque::new(),
-        chunk: vec![0; READ_CHUNK],
-    };
-    loop {
-        // Block only when nothing is pending; otherwise just pick up what has arrived.
-        let wait = if server.jobs.is_empty() {
-            PollTimeout::NONE
-        } else {
-            PollTimeout::ZERO
+/// Serves connections from `listener` with one lane per backend (at least one) until
+/// accepting fails (never, normally) or a backend does (a remote server gone), returning that
+/// error.
+pub fn serve(
+    listener: UnixListener,
+    backends: Vec<Box<dyn Backend>>,
+    config: ServerConfig,
+) -> io::Error {
+    assert!(!backends.is_empty(), "an evaluator serves with a backend");
+    let (failed, failure) = mpsc::channel::<io::Error>();
+    let mut doors = Vec::new();
+    for (index, backend) in backends.into_iter().enumerate() {
+        let (wake, wakened) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => return e,
         };
-        if let Err(e) = server.gather(&listener, wait) {
+        if let Err(e) = wakened.set_nonblocking(true) {
             return e;
         }
-        if let Err(e) = server.evaluate_batch() {
-            return io::Error::other(e);
+        let (hand, incoming) = mpsc::channel();
+        let load = Arc::new(AtomicUsize::new(0));
+        let lane = Lane {
+            max_batch: config.max_batch.min(backend.max_batch()).max(1),
+            temperature: config.policy_temperature,
+            backend,
+            connections: HashMap::new(),
+            next_id: 0,
+            jobs: VecDeque::new(),
+            chunk: vec![0; READ_CHUNK],
+            incoming,
+            wakened,
+            load: Arc::clone(&load),
+        };
+        let failed = failed.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("lane-{index}"))
+            .spawn(move || {
+                let _ = failed.send(lane.run()); // The receiver lives as long as `serve`.
+            });
+        if let Err(e) = spawned {
+            return e;
+        }
+        doors.push(Door { hand, wake, load });
+    }
+    let spawned = thread::Builder::new().name("accept".into()).spawn(move || {
+        let _ = failed.send(accept(&listener, &doors));
+    });
+    if let Err(e) = spawned {
+        return e;
+    }
+    failure
+        .recv()
+        .expect("the acceptor and the lanes hold senders")
+}
+
+/// How the acceptor reaches one lane: a channel for new connections, a socket to wake its
+/// poll, and its count of open connections.
+struct Door {
+    hand: Sender<UnixStream>,
+    wake: UnixStream,
+    load: Arc<AtomicUsize>,
+}
+
+/// Accepts connections for ever, each to the lane with the fewest open; returns an error of
+/// the listener (or of a lane that stopped taking connections).
+fn accept(listener: &UnixListener, doors: &[Door]) -> io::Error {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The client gave up before we accepted: not the listener's fault.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+            Err(e) => return e,
+        };
+        // Blocking writes (bounded by the timeout); reads never block (MSG_DONTWAIT).
+        if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+            tracing::error!("evaluator: new connection: {e}");
+            continue;
+        }
+        // Relaxed: a balancing hint; a stale count only places one connection less evenly.
+        let door = doors
+            .iter()
+            .min_by_key(|d| d.load.load(Ordering::Relaxed))
+            .expect("at least one lane");
+        door.load.fetch_add(1, Ordering::Relaxed);
+        if door.hand.send(stream).is_err() {
+            return io::Error::other("a lane stopped");
+        }
+        if let Err(e) = (&door.wake).write_all(&[1]) {
+            return e;
         }
     }
 }
@@ -82,8 +156,8 @@ struct Job {
     batch: RequestBatch,
 }
 
-/// The serving state, owned by the one serving thread.
-struct Server {
+/// One lane: its backend, its connections and their queued requests, owned by its thread.
+struct Lane {
     backend: Box<dyn Backend>,
     max_batch: usize,
     temperature: f32,
@@ -92,16 +166,39 @@ struct Server {
     /// Complete requests of all connections, in arrival order.
     jobs: VecDeque<Job>,
     chunk: Vec<u8>,
+    /// New connections from the acceptor, announced by a byte on `wakened`.
+    incoming: Receiver<UnixStream>,
+    wakened: UnixStream,
+    /// Open connections, for the acceptor's balancing.
+    load: Arc<AtomicUsize>,
 }
 
-impl Server {
-    /// Waits up to `wait` for activity, then accepts new connections and queues every complete
+impl Lane {
+    /// Serves until the backend fails or the acceptor is gone; returns why.
+    fn run(mut self) -> io::Error {
+        loop {
+            // Block only when nothing is pending; otherwise just pick up what has arrived.
+            let wait = if self.jobs.is_empty() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::ZERO
+            };
+            if let Err(e) = self.gather(wait) {
+                return e;
+            }
+            if let Err(e) = self.evaluate_batch() {
+                return io::Error::other(e);
+            }
+        }
+    }
+
+    /// Waits up to `wait` for activity, then takes new connections and queues every complete
     /// request that has arrived.
-    fn gather(&mut self, listener: &UnixListener, wait: PollTimeout) -> io::Result<()> {
+    fn gather(&mut self, wait: PollTimeout) -> io::Result<()> {
         let ids: Vec<u64> = self.connections.keys().copied().collect();
         let ready: Vec<bool> = {
             let mut fds = Vec::with_capacity(ids.len() + 1);
-            fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.wakened.as_fd(), PollFlags::POLLIN));
             for id in &ids {
                 fds.push(PollFd::new(
                     self.connections[id].stream.as_fd(),
@@ -115,7 +212,7 @@ impl Server {
             fds.iter().map(|fd| fd.any().unwrap_or(false)).collect()
         };
         if ready[0] {
-            self.accept_all(listener)?;
+            self.take_connections()?;
         }
         for (id, _) in ids.iter().zip(&ready[1..]).filter(|(_, ready)| **ready) {
             self.read_requests(*id);
@@ -123,32 +220,25 @@ impl Server {
         Ok(())
     }
 
-    /// Accepts every waiting connection.
-    fn accept_all(&mut self, listener: &UnixListener) -> io::Result<()> {
+    /// Takes the connections the acceptor has handed over.
+    fn take_connections(&mut self) -> io::Result<()> {
+        let mut bytes = [0; 64];
         loop {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    // Blocking writes (bounded by the timeout); reads never block (MSG_DONTWAIT).
-                    let configured = stream
-                        .set_nonblocking(false)
-                        .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)));
-                    match configured {
-                        Ok(()) => {
-                            let pending = Vec::new();
-                            self.connections.insert(id, Connection { stream, pending });
-                        }
-                        Err(e) => tracing::error!(conn = id, "evaluator: new connection: {e}"),
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            match (&self.wakened).read(&mut bytes) {
+                Ok(0) => return Err(io::Error::other("the acceptor stopped")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The client gave up before we accepted: not the listener's fault.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => return Err(e),
             }
         }
+        while let Ok(stream) = self.incoming.try_recv() {
+            let id = self.next_id;
+            self.next_id += 1;
+            let pending = Vec::new();
+            self.connections.insert(id, Connection { stream, pending });
+        }
+        Ok(())
     }
 
     /// Reads what connection `id` has sent and queues its complete requests; closes it on end
@@ -189,6 +279,8 @@ impl Server {
     /// Forgets connection `id` and shuts its socket (the peer sees end of stream).
     fn close(&mut self, id: u64) {
         if let Some(conn) = self.connections.remove(&id) {
+            // Relaxed: a balancing hint.
+            self.load.fetch_sub(1, Ordering::Relaxed);
             // Ignored: the peer may already be gone, which is what closing wants anyway.
             let _ = conn.stream.shutdown(Shutdown::Both);
         }
@@ -329,7 +421,7 @@ mod tests {
             max_batch,
             policy_temperature: 1.359,
         };
-        thread::spawn(move || serve(listener, Box::new(Heuristic::new(64)), config));
+        thread::spawn(move || serve(listener, vec![Box::new(Heuristic::new(64))], config));
         TestServer { dir, socket }
     }
 
