@@ -433,7 +433,8 @@ mod tests {
     fn the_first_line_starts_with_the_move_played() {
         use Outcome::{Loss, Win};
         // (children as (move, visits, proven at the child), the moves `info` lists in order)
-        let cases: [(&[(u16, u32, Option<Outcome>)], &[u16]); 4] = [
+        type Child = (u16, u32, Option<Outcome>);
+        let cases: [(&[Child], &[u16]); 4] = [
             // Proven losses (the child wins) rank below a move not yet explored.
             (&[(1, 40, Some(Win)), (2, 0, None), (3, 0, None)], &[2, 1]),
             // Unexplored moves are left out when an explored one comes first.
