@@ -412,7 +412,11 @@ fn open_lanes(config: &EvaluatorConfig) -> Result<Vec<Box<dyn Backend>>, String>
             .collect());
     }
     set_torch_threads(1);
-    (0..lanes).map(|_| load_network(config)).collect()
+    let network = load_network(config)?;
+    let mut backends: Vec<Box<dyn Backend>> =
+        (1..lanes).map(|_| Box::new(network.share()) as _).collect();
+    backends.push(Box::new(network));
+    Ok(backends)
 }
 
 /// What `config`'s evaluator serves: its Triton server(s) when it has them (checked live and
@@ -429,7 +433,7 @@ pub(crate) fn open_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>,
         return Ok(Box::new(Heuristic::new(config.max_batch)));
     }
     set_torch_threads(config.threads);
-    load_network(config)
+    Ok(Box::new(load_network(config)?))
 }
 
 /// Sets libtorch's process-wide threads (once per process: libtorch refuses a second time).
@@ -439,7 +443,7 @@ fn set_torch_threads(threads: usize) {
 }
 
 /// `config`'s network on its device, in its precision, for batches of up to its `max_batch`.
-fn load_network(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
+fn load_network(config: &EvaluatorConfig) -> Result<Network, String> {
     let weights = &config.weights;
     let device = torch_device(config.device)?;
     let mut network = match weights {
@@ -449,7 +453,7 @@ fn load_network(config: &EvaluatorConfig) -> Result<Box<dyn Backend>, String> {
     .map_err(|e| format!("loading {weights}: {e}"))?;
     network.set_precision(config.precision);
     network.set_max_batch(config.max_batch);
-    Ok(Box::new(network))
+    Ok(network)
 }
 
 /// The libtorch device for `choice` (initialises libtorch).

@@ -117,6 +117,25 @@ struct ConvLayer {
     reduced: Option<(Tensor, Tensor)>,
 }
 
+impl ConvLayer {
+    /// The same layer, its tensors shared.
+    fn share(&self) -> ConvLayer {
+        ConvLayer {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            padding: self.padding,
+            reduced: share_reduced(&self.reduced),
+        }
+    }
+}
+
+/// Reduced-precision copies, shared.
+fn share_reduced(reduced: &Option<(Tensor, Tensor)>) -> Option<(Tensor, Tensor)> {
+    reduced
+        .as_ref()
+        .map(|(w, b)| (w.shallow_clone(), b.shallow_clone()))
+}
+
 /// A dense layer; its tensors are store variables.
 struct DenseLayer {
     weight: Tensor,
@@ -162,6 +181,32 @@ struct Block {
     conv1: ConvLayer,
     conv2: ConvLayer,
     se: Option<SeLayer>,
+}
+
+impl DenseLayer {
+    /// The same layer, its tensors shared.
+    fn share(&self) -> DenseLayer {
+        DenseLayer {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            reduced: share_reduced(&self.reduced),
+        }
+    }
+}
+
+impl Block {
+    /// The same block, its tensors shared.
+    fn share(&self) -> Block {
+        Block {
+            conv1: self.conv1.share(),
+            conv2: self.conv2.share(),
+            se: self.se.as_ref().map(|se| SeLayer {
+                fc1: se.fc1.share(),
+                fc2: se.fc2.share(),
+                filters: se.filters,
+            }),
+        }
+    }
 }
 
 enum PolicyLayers {
@@ -438,6 +483,45 @@ impl Network {
     /// The device the network lives on.
     pub fn device(&self) -> Device {
         self.store.device()
+    }
+
+    /// Another handle on this network for a second evaluator lane: every tensor (variables
+    /// and reduced copies) shared, not copied, with its own input buffer. Weights are only
+    /// read during a forward pass, so handles may compute at the same time on other threads.
+    pub fn share(&self) -> Network {
+        let mut store = VarStore::new(self.device());
+        store.variables_ = std::sync::Arc::clone(&self.store.variables_);
+        Network {
+            description: self.description.clone(),
+            store,
+            activation: self.activation,
+            input: self.input.share(),
+            blocks: self.blocks.iter().map(Block::share).collect(),
+            policy: match &self.policy {
+                PolicyLayers::Convolution {
+                    conv1,
+                    conv2,
+                    gather,
+                } => PolicyLayers::Convolution {
+                    conv1: conv1.share(),
+                    conv2: conv2.share(),
+                    gather: gather.shallow_clone(),
+                },
+                PolicyLayers::Classical { conv, fc } => PolicyLayers::Classical {
+                    conv: conv.share(),
+                    fc: fc.share(),
+                },
+            },
+            value: ValueLayers {
+                conv: self.value.conv.share(),
+                fc1: self.value.fc1.share(),
+                fc2: self.value.fc2.share(),
+                wdl: self.value.wdl,
+            },
+            max_batch: self.max_batch,
+            kind: self.kind,
+            input_buffer: Vec::new(),
+        }
     }
 
     /// Sets the largest batch reported by `Backend::max_batch`.
@@ -892,6 +976,40 @@ mod tests {
             let wdl_gap = (wdl - probabilities).abs().max().double_value(&[]);
             assert!(policy_gap < 1e-5 && wdl_gap < 1e-6, "{arch:?}");
         }
+    }
+
+    /// A shared handle computes exactly what the network does, on the same weight storage,
+    /// also while both compute at once on two threads.
+    #[test]
+    fn shared_handles_compute_the_same_on_the_same_weights() {
+        let dir = std::env::temp_dir().join(format!("banyan-share-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (seed, arch) in variety().iter().enumerate() {
+            let weights = NetWeights::random(arch, seed as u64);
+            let path = dir.join(format!("net-{seed}.pb.gz"));
+            weights::save(&weights, &path, Encoding::Linear16).unwrap();
+            for precision in [Precision::Fp32, Precision::Bf16] {
+                let mut network = Network::load(&path, Device::Cpu).unwrap();
+                network.set_precision(precision);
+                let shared = network.share();
+                assert_eq!(shared.describe(), network.describe());
+                assert_eq!(
+                    shared.input.weight.data_ptr(),
+                    network.input.weight.data_ptr()
+                );
+                let positions = sample_positions();
+                let input = network.input_tensor(positions.iter());
+                let (policy, wdl) = network.forward(&input);
+                let other = std::thread::scope(|scope| {
+                    let theirs = input.shallow_clone();
+                    let handle = scope.spawn(move || shared.forward(&theirs));
+                    let _ = network.forward(&input);
+                    handle.join().unwrap()
+                });
+                assert!(policy.equal(&other.0) && wdl.equal(&other.1), "{arch:?}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Loaded networks computing in bfloat16 stay close to the plain fp32 pass: priors within
