@@ -375,6 +375,7 @@ mod tests {
     use cozy_chess::Board;
     use std::path::PathBuf;
     use std::sync::Arc;
+    use std::sync::mpsc;
     use std::thread;
 
     const FENS: [&str; 3] = [
@@ -408,10 +409,13 @@ mod tests {
         }
     }
 
-    fn start_server(max_batch: usize) -> TestServer {
+    /// A server with one lane per backend, answering on a fresh socket.
+    fn start_lanes(max_batch: usize, backends: Vec<Box<dyn Backend>>) -> TestServer {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "banyan-server-test-{}-{max_batch}",
-            std::process::id()
+            "banyan-server-test-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -421,8 +425,66 @@ mod tests {
             max_batch,
             policy_temperature: 1.359,
         };
-        thread::spawn(move || serve(listener, vec![Box::new(Heuristic::new(64))], config));
+        thread::spawn(move || serve(listener, backends, config));
         TestServer { dir, socket }
+    }
+
+    fn start_server(max_batch: usize) -> TestServer {
+        start_lanes(max_batch, vec![Box::new(Heuristic::new(64))])
+    }
+
+    /// The heuristic, evaluating each batch only once the test lets it through.
+    struct Gated {
+        gate: mpsc::Receiver<()>,
+        inner: Heuristic,
+    }
+
+    impl Backend for Gated {
+        fn evaluate(
+            &mut self,
+            batch: &[EvalInput<'_>],
+            out: &mut Vec<RawEval>,
+        ) -> Result<(), String> {
+            self.gate.recv().map_err(|e| e.to_string())?;
+            self.inner.evaluate(batch, out)
+        }
+
+        fn max_batch(&self) -> usize {
+            self.inner.max_batch()
+        }
+
+        fn describe(&self) -> String {
+            "gated heuristic".into()
+        }
+    }
+
+    /// Connections go to the lane with the fewest, and a lane busy with a long batch holds up
+    /// only its own connections.
+    #[test]
+    fn lanes_serve_their_connections_side_by_side() {
+        let (open, gate) = mpsc::channel();
+        let gated = Gated {
+            gate,
+            inner: Heuristic::new(64),
+        };
+        let server = start_lanes(8, vec![Box::new(gated), Box::new(Heuristic::new(64))]);
+        let positions = positions();
+        let input = [EvalInput {
+            planes: &positions[0].0,
+            moves: &positions[0].1,
+        }];
+        let mut first = EvalClient::connect(&server.socket).unwrap();
+        let mut second = EvalClient::connect(&server.socket).unwrap();
+        let waiting = first.send(&input).unwrap();
+        // The first connection's lane waits at the gate; the second's answers.
+        assert_eq!(second.evaluate(&input).unwrap().len(), 1);
+        open.send(()).unwrap();
+        assert_eq!(first.recv(waiting).unwrap().len(), 1);
+        // A third connection joins the lane with the fewest: either, as both hold one.
+        let mut third = EvalClient::connect(&server.socket).unwrap();
+        let asked = third.send(&input).unwrap();
+        let _ = open.send(()); // In case it joined the gated lane.
+        assert_eq!(third.recv(asked).unwrap().len(), 1);
     }
 
     #[test]
