@@ -66,7 +66,8 @@ enum Sub {
         /// Batch sizes to measure.
         #[arg(long = "batch", num_args = 1.., default_values_t = [1usize, 8, 32, 64, 256])]
         batches: Vec<usize>,
-        /// libtorch CPU threads (0: one per core).
+        /// CPU threads: libtorch's for the bare pass, the evaluator's lanes for the process
+        /// figure (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Seconds of measuring per batch size and path.

@@ -4,8 +4,9 @@
 //!
 //! The bare figure loads the backend into the calling process (so call this only where
 //! initialising libtorch is fine, as in the `evalbench` sub-command) and times
-//! `Backend::evaluate` plus the policy softmax on full batches. The process figure spawns the
-//! evaluator with that batch limit and keeps it busy from several client connections, each with
+//! `Backend::evaluate` plus the policy softmax on full batches, one batch at a time over all the
+//! threads. The process figure spawns the evaluator with that batch limit, serving in as many
+//! lanes as threads, and keeps it busy from a client connection per lane (at least two), each with
 //! several requests in flight, every request a quarter of a batch, so that the evaluator merges
 //! requests into full batches as it does for a search.
 
@@ -29,7 +30,7 @@ use crate::policy::{for_each_legal_move, move_index, parse_uci_move};
 use crate::priors::softmax_priors;
 use crate::triton::client::TritonTarget;
 
-/// Client connections driving the evaluator process.
+/// Fewest client connections driving the evaluator process (else one per lane).
 const CLIENTS: usize = 2;
 /// Requests each client keeps in flight.
 const IN_FLIGHT: usize = 4;
@@ -68,7 +69,7 @@ pub struct BenchOptions {
     pub weights: Weights,
     /// Batch sizes to measure, each on its own.
     pub batches: Vec<usize>,
-    /// libtorch CPU threads, both in-process and in the evaluator.
+    /// CPU threads: libtorch's in this process, the evaluator's lanes in the process.
     pub threads: usize,
     /// Where the network runs.
     pub device: DeviceChoice,
@@ -128,7 +129,11 @@ pub struct Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "evalbench: {} ({} threads)", self.backend, self.threads)?;
+        writeln!(
+            f,
+            "evalbench: {} ({} threads; the process serves them as lanes)",
+            self.backend, self.threads
+        )?;
         writeln!(
             f,
             "{:>6} {:>14} {:>16} {:>9}",
@@ -181,6 +186,7 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
         return Err(BenchError::BadBatch);
     }
     let positions = bench_positions();
+    let clients = CLIENTS.max(options.threads);
     let max_batch = options.batches.iter().copied().max().unwrap_or(1);
     // The backend the evaluator would serve, in this process.
     let mut backend =
@@ -200,7 +206,7 @@ pub fn run(exe: &Path, options: &BenchOptions) -> Result<Report, BenchError> {
                 .max(time_bare(backend.as_mut(), &positions, batch, slice)?);
             row.process = row
                 .process
-                .max(time_process(&process, &positions, batch, slice)?);
+                .max(time_process(&process, &positions, batch, clients, slice)?);
         }
         rows.push(row);
     }
@@ -275,16 +281,18 @@ fn time_bare(
     Ok(done as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Positions per second through `process` (whose batch limit is `batch`).
+/// Positions per second through `process` (whose batch limit is `batch`) from `clients`
+/// connections.
 fn time_process(
     process: &EvaluatorProcess,
     positions: &[(InputPlanes, Vec<u16>)],
     batch: usize,
+    clients: usize,
     duration: Duration,
 ) -> Result<f64, BenchError> {
     let request = batch.div_ceil(REQUESTS_PER_BATCH);
     let positions = Arc::new(positions.to_vec());
-    let clients: Vec<EvalClient> = (0..CLIENTS)
+    let clients: Vec<EvalClient> = (0..clients)
         .map(|_| process.connect())
         .collect::<Result<_, _>>()?;
     // Warm-up, then the timed window; answers are counted when they arrive inside it.
