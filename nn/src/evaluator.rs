@@ -412,7 +412,7 @@ fn open_lanes(config: &EvaluatorConfig) -> Result<Vec<Box<dyn Backend>>, String>
             .collect());
     }
     set_torch_threads(1);
-    let network = load_network(config)?;
+    let network = load_network(config, tch::Device::Cpu)?;
     let mut backends: Vec<Box<dyn Backend>> =
         (1..lanes).map(|_| Box::new(network.share()) as _).collect();
     backends.push(Box::new(network));
@@ -433,7 +433,10 @@ pub(crate) fn open_backend(config: &EvaluatorConfig) -> Result<Box<dyn Backend>,
         return Ok(Box::new(Heuristic::new(config.max_batch)));
     }
     set_torch_threads(config.threads);
-    Ok(Box::new(load_network(config)?))
+    Ok(Box::new(load_network(
+        config,
+        torch_device(config.device)?,
+    )?))
 }
 
 /// Sets libtorch's process-wide threads (once per process: libtorch refuses a second time).
@@ -442,10 +445,9 @@ fn set_torch_threads(threads: usize) {
     tch::set_num_interop_threads(1);
 }
 
-/// `config`'s network on its device, in its precision, for batches of up to its `max_batch`.
-fn load_network(config: &EvaluatorConfig) -> Result<Network, String> {
+/// `config`'s network on `device`, in its precision, for batches of up to its `max_batch`.
+fn load_network(config: &EvaluatorConfig, device: tch::Device) -> Result<Network, String> {
     let weights = &config.weights;
-    let device = torch_device(config.device)?;
     let mut network = match weights {
         Weights::File(path) => Network::load(path, device),
         _ => Network::load_builtin(device),

@@ -978,18 +978,27 @@ mod tests {
         }
     }
 
-    /// A shared handle computes exactly what the network does, on the same weight storage,
-    /// also while both compute at once on two threads.
-    #[test]
-    fn shared_handles_compute_the_same_on_the_same_weights() {
-        let dir = std::env::temp_dir().join(format!("banyan-share-test-{}", std::process::id()));
+    /// Calls `check` with each architecture of [`variety`] and the path of random weights of
+    /// it saved in LINEAR16, in a directory of `test`'s own, removed afterwards.
+    fn for_each_saved_net(test: &str, mut check: impl FnMut(&Architecture, &Path)) {
+        let dir = std::env::temp_dir().join(format!("banyan-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (seed, arch) in variety().iter().enumerate() {
             let weights = NetWeights::random(arch, seed as u64);
             let path = dir.join(format!("net-{seed}.pb.gz"));
             weights::save(&weights, &path, Encoding::Linear16).unwrap();
+            check(arch, &path);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A shared handle computes exactly what the network does, on the same weight storage,
+    /// also while both compute at once on two threads.
+    #[test]
+    fn shared_handles_compute_the_same_on_the_same_weights() {
+        for_each_saved_net("share-test", |arch, path| {
             for precision in [Precision::Fp32, Precision::Bf16] {
-                let mut network = Network::load(&path, Device::Cpu).unwrap();
+                let mut network = Network::load(path, Device::Cpu).unwrap();
                 network.set_precision(precision);
                 let shared = network.share();
                 assert_eq!(shared.describe(), network.describe());
@@ -1008,22 +1017,16 @@ mod tests {
                 });
                 assert!(policy.equal(&other.0) && wdl.equal(&other.1), "{arch:?}");
             }
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// Loaded networks computing in bfloat16 stay close to the plain fp32 pass: priors within
     /// 0.01 of each other, W/D/L within 0.01.
     #[test]
     fn bf16_inference_stays_close_to_fp32() {
-        let dir = std::env::temp_dir().join(format!("banyan-bf16-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (seed, arch) in variety().iter().enumerate() {
-            let weights = NetWeights::random(arch, seed as u64);
-            let path = dir.join(format!("net-{seed}.pb.gz"));
-            weights::save(&weights, &path, Encoding::Linear16).unwrap();
-            let mut fp32 = Network::load(&path, Device::Cpu).unwrap();
-            let mut bf16 = Network::load(&path, Device::Cpu).unwrap();
+        for_each_saved_net("bf16-test", |arch, path| {
+            let mut fp32 = Network::load(path, Device::Cpu).unwrap();
+            let mut bf16 = Network::load(path, Device::Cpu).unwrap();
             bf16.set_precision(Precision::Bf16);
             assert!(bf16.describe().ends_with(" (bf16)"), "{}", bf16.describe());
             let positions = sample_positions();
@@ -1051,8 +1054,7 @@ mod tests {
                 single_gap < 1e-4,
                 "{arch:?}: batch 1 differs by {single_gap}"
             );
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// Training in bfloat16 (mixed precision): the pass computes in bfloat16, the gradients
