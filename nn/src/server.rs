@@ -475,6 +475,8 @@ mod tests {
         }];
         let mut first = EvalClient::connect(&server.socket).unwrap();
         let mut second = EvalClient::connect(&server.socket).unwrap();
+        // Lanes that held each other up would fail here, not hang.
+        second.set_timeout(Some(Duration::from_secs(10))).unwrap();
         let waiting = first.send(&input).unwrap();
         // The first connection's lane waits at the gate; the second's answers.
         assert_eq!(second.evaluate(&input).unwrap().len(), 1);
