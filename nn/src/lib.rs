@@ -17,6 +17,7 @@ pub mod client;
 pub mod evalbench;
 pub mod evaluator;
 pub mod heuristic;
+pub mod hostnet;
 pub mod protocol;
 pub mod server;
 pub mod train;

@@ -11,12 +11,14 @@
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::backend::{Backend, EvalInput, RawEval};
 use crate::encode::{INPUT_PLANES, InputPlanes};
+use crate::hostnet::{HostNet, Workspace};
 use crate::policy::{POLICY_SIZE, conv_policy_gather};
 use crate::weights::{
     self, Activation, Conv, Dense, LoadError, NetWeights, PolicyHead, ResidualBlock, SqueezeExcite,
@@ -30,6 +32,10 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 /// per-operation overhead outweighs bfloat16's faster arithmetic (measured on AVX-512 BF16:
 /// about 750 against 450 positions/s at batch 1, level at 2, bf16 ahead from 4).
 const REDUCED_MIN_BATCH: i64 = 3;
+
+/// The largest batch a loaded CPU network evaluates position by position on the host pass
+/// ([`HostNet`]) instead of libtorch.
+const HOST_MAX_BATCH: usize = 2;
 
 /// Floats of one position's input (112 planes × 64 squares).
 const INPUT_FLOATS: usize = INPUT_PLANES * 64;
@@ -243,6 +249,10 @@ pub struct Network {
     kind: Kind,
     /// Reused host buffer for the batch input.
     input_buffer: Vec<f32>,
+    /// The host pass for small batches: a loaded network on a CPU with AVX2 and FMA.
+    host: Option<Arc<HostNet>>,
+    /// The host pass's buffers (one per handle).
+    workspace: Workspace,
 }
 
 fn torch_error(error: tch::TchError) -> LoadError {
@@ -355,6 +365,9 @@ impl Network {
     fn frozen(weights: &NetWeights, name: &str, device: Device) -> Result<Network, LoadError> {
         let mut network = Network::from_weights(weights, name, device)?;
         network.store.freeze();
+        if device == Device::Cpu {
+            network.host = HostNet::new(weights).map(Arc::new);
+        }
         Ok(network)
     }
 
@@ -425,6 +438,8 @@ impl Network {
             max_batch: DEFAULT_MAX_BATCH,
             kind: Kind::Float,
             input_buffer: Vec::new(),
+            host: None,
+            workspace: Workspace::default(),
         })
     }
 
@@ -490,7 +505,7 @@ impl Network {
     /// read during a forward pass, so handles may compute at the same time on other threads.
     pub fn share(&self) -> Network {
         let mut store = VarStore::new(self.device());
-        store.variables_ = std::sync::Arc::clone(&self.store.variables_);
+        store.variables_ = Arc::clone(&self.store.variables_);
         Network {
             description: self.description.clone(),
             store,
@@ -521,6 +536,8 @@ impl Network {
             max_batch: self.max_batch,
             kind: self.kind,
             input_buffer: Vec::new(),
+            host: self.host.clone(),
+            workspace: Workspace::default(),
         }
     }
 
@@ -751,6 +768,11 @@ impl Backend for Network {
         if batch.is_empty() {
             return Ok(());
         }
+        if let Some(host) = self.host.as_ref().filter(|_| batch.len() <= HOST_MAX_BATCH) {
+            let work = &mut self.workspace;
+            out.extend(batch.iter().map(|e| host.evaluate(e.planes, e.moves, work)));
+            return Ok(());
+        }
         let input = self.input_tensor(batch.iter().map(|e| e.planes));
         let (policy, wdl) = self.forward(&input);
         let (policy, wdl) = (to_host(&policy), to_host(&wdl));
@@ -924,6 +946,40 @@ mod tests {
             let (policy, wdl) = worst_differences(&mut network, &weights);
             assert!(policy < 1e-3, "{arch:?}: policy differs by {policy}");
             assert!(wdl < 1e-4, "{arch:?}: wdl differs by {wdl}");
+        }
+    }
+
+    /// The host pass for small batches computes what the plain pass does, on every test
+    /// architecture (where the CPU has AVX2 and FMA; elsewhere it is never used).
+    #[test]
+    fn host_pass_matches_the_plain_forward_pass() {
+        let every_index: Vec<u16> = (0..POLICY_SIZE as u16).collect();
+        let mut work = Workspace::default();
+        for (seed, arch) in variety().iter().enumerate() {
+            let weights = NetWeights::random(arch, seed as u64);
+            let Some(host) = HostNet::new(&weights) else {
+                return;
+            };
+            for planes in sample_positions() {
+                let mut floats = vec![0.0; INPUT_FLOATS];
+                planes.write_f32(&mut floats);
+                let (policy, wdl) = forward_ref(&weights, &floats);
+                let got = host.evaluate(&planes, &every_index, &mut work);
+                let worst_policy = got
+                    .logits
+                    .iter()
+                    .zip(&policy)
+                    .map(|(a, e)| (a - e).abs())
+                    .fold(0.0, f32::max);
+                let worst_wdl = (0..3)
+                    .map(|k| (got.wdl[k] - wdl[k]).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst_policy < 1e-3,
+                    "{arch:?}: policy differs by {worst_policy}"
+                );
+                assert!(worst_wdl < 1e-4, "{arch:?}: wdl differs by {worst_wdl}");
+            }
         }
     }
 
