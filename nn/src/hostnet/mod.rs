@@ -2,10 +2,12 @@
 //!
 //! At batch 1 libtorch spends most of a pass dispatching ~110 operators and running direct
 //! convolutions; Lc0's BLAS backend is faster there. This pass evaluates one position at a
-//! time with Winograd convolutions ([`winograd`]) and plain loops for the rest, the multiply
-//! loops compiled for AVX2+FMA and for AVX-512 and picked at run time. It computes the same
-//! function as [`crate::network::Network::forward`] in fp32 (tested against it on every test
-//! architecture) and is used only where it is the faster of the two.
+//! time with Winograd convolutions ([`winograd`], their multiply written with intrinsics in
+//! [`simd`]) and plain loops for the rest; the whole pass is compiled for AVX2+FMA and for
+//! AVX-512, the copy picked at run time. It computes the function of
+//! [`crate::network::Network::forward`] in fp32 (tested against the plain reference pass on
+//! every test architecture) and is used only where it is the faster of the two. Its weights
+//! (the 3×3 ones in the Winograd domain, 16/9 of their size) are one copy shared by the lanes.
 
 mod simd;
 mod winograd;
