@@ -22,3 +22,19 @@ pub mod protocol;
 pub mod server;
 pub mod train;
 pub mod triton;
+
+/// Reports a unit test as skipped: one line `<test>: <reason>` to stderr and to the file named
+/// by `BANYAN_SKIP_LOG` (which `scripts/test` counts and names). The test then returns.
+#[cfg(test)]
+pub(crate) fn skip_test(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("BANYAN_SKIP_LOG") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("BANYAN_SKIP_LOG is writable");
+        writeln!(file, "{test}: {reason}").expect("skip log write");
+    }
+}

@@ -483,17 +483,10 @@ mod tests {
     fn stockfish_or_skip(test: &str) -> Option<PathBuf> {
         let found = stockfish::find();
         if found.is_none() {
-            let reason = "no Stockfish binary (`stockfish` on PATH or /usr/games/stockfish)";
-            eprintln!("SKIPPED {test}: {reason}");
-            if let Some(log) = std::env::var_os("BANYAN_SKIP_LOG") {
-                use std::io::Write;
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .expect("BANYAN_SKIP_LOG is writable");
-                writeln!(file, "{test}: {reason}").expect("skip log write");
-            }
+            crate::skip_test(
+                test,
+                "no Stockfish binary (`stockfish` on PATH or /usr/games/stockfish)",
+            );
         }
         found
     }
