@@ -293,9 +293,9 @@ impl HostNet {
         for p in &mut work.pooled {
             *p /= 64.0;
         }
-        work.hidden.resize(fc1.outputs.max(fc2.outputs), 0.0);
+        work.hidden.resize(fc1.outputs, 0.0);
         fc1.apply(&work.pooled, &mut work.hidden);
-        self.activate(&mut work.hidden[..fc1.outputs]);
+        self.activate(&mut work.hidden);
         work.head.resize(fc2.outputs, 0.0);
         fc2.apply(&work.hidden, &mut work.head);
         let (gamma, beta) = work.head.split_at_mut(filters);
