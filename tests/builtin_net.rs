@@ -1,5 +1,5 @@
-//! Banyan's own network, compiled into the binary, is selected by `<builtin>` and plays with no
-//! file beside it; the default stays the heuristic until the network out-plays it, and a GUI
+//! Banyan's own network, compiled into the binary, is the default (`<default>`, or `<builtin>`
+//! by name) and plays with no file beside it; `<heuristic>` selects the heuristic, and a GUI
 //! sees which evaluator is in use.
 
 mod common;
@@ -26,18 +26,18 @@ fn evaluator_after_option(engine: &mut Engine, option: &str, value: &str) -> Str
 }
 
 #[test]
-fn the_built_in_network_is_selectable_and_plays() {
+fn the_built_in_network_is_the_default_and_plays() {
     let mut engine = Engine::start();
     engine.send("uci");
     let lines = engine.read_until("uciok");
     assert!(
         lines
             .iter()
-            .any(|l| l == "option name WeightsFile type string default <heuristic>"),
+            .any(|l| l == "option name WeightsFile type string default <default>"),
         "{lines:?}"
     );
-    // A search with no option set runs on the heuristic: the same search after selecting
-    // `<heuristic>` explicitly gives the same root priors, and the built-in network's differ.
+    // A search with no option set runs on the built-in network: the same search after
+    // selecting `<builtin>` explicitly gives the same root priors, and the heuristic's differ.
     engine.send("setoption name VerboseMoveStats value true");
     engine.send("setoption name Threads value 1");
     let position = "position startpos moves e2e4";
@@ -49,23 +49,23 @@ fn the_built_in_network_is_selectable_and_plays() {
     // Two sets of root priors, in percent, that differ by no more than batching's rounding.
     let same = |a, b| prior_difference(a, b) <= 0.02;
     let by_default = stats(&mut engine);
-    let heuristic = evaluator_after(&mut engine, "<heuristic>");
-    assert!(heuristic.contains("heuristic"), "{heuristic}");
+    let builtin = evaluator_after(&mut engine, "<builtin>");
+    assert!(builtin.contains("banyan (built in)"), "{builtin}");
     let explicit = stats(&mut engine);
     assert!(
         same(&explicit, &by_default),
-        "the default is not the heuristic: {by_default:?} {explicit:?}"
+        "the default is not the built-in network: {by_default:?} {explicit:?}"
     );
-    let builtin = evaluator_after(&mut engine, "<builtin>");
-    assert!(builtin.contains("banyan (built in)"), "{builtin}");
-    let network = stats(&mut engine);
+    let heuristic = evaluator_after(&mut engine, "<heuristic>");
+    assert!(heuristic.contains("heuristic"), "{heuristic}");
+    let hand_written = stats(&mut engine);
     assert!(
-        !same(&network, &by_default),
-        "the built-in network gave the heuristic's priors: {network:?}"
+        !same(&hand_written, &by_default),
+        "the heuristic gave the built-in network's priors: {hand_written:?}"
     );
     // `<default>` names the default evaluator.
     let default = evaluator_after(&mut engine, "<default>");
-    assert!(default.contains("heuristic"), "{default}");
+    assert!(default.contains("banyan (built in)"), "{default}");
 
     // And a full search on the built-in network, with a score before `bestmove`.
     evaluator_after(&mut engine, "<builtin>");

@@ -55,7 +55,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "WeightsFile",
         kind: Kind::Text {
-            default: Weights::HEURISTIC,
+            default: Weights::DEFAULT,
         },
     },
     // Before `Backend`: GUIs send options in the order they are declared, and `Backend
@@ -372,7 +372,7 @@ mod tests {
         let o = Options::default();
         assert_eq!(o.int("Threads"), 2);
         assert!((o.float("PolicyTemperature") - 1.359).abs() < 1e-12);
-        assert_eq!(o.text("WeightsFile"), "<heuristic>");
+        assert_eq!(o.text("WeightsFile"), "<default>");
         assert_eq!(Options::declarations().count(), DECLS.len());
     }
 }

@@ -128,7 +128,13 @@ impl Session {
         let previous = self.options.clone();
         let previous_evaluator = self.engine.evaluator_description().map(str::to_string);
         self.options.set(name, value);
-        if let Err(e) = self.engine.configure(engine_config(&self.options)) {
+        let mut configured = self.engine.configure(engine_config(&self.options));
+        if configured.is_ok() && name == "WeightsFile" && previous_evaluator.is_none() {
+            // Naming the evaluator that is already configured (the default, before any search)
+            // starts it now, so that the GUI hears which network it is, as for any other value.
+            configured = self.engine.ready();
+        }
+        if let Err(e) = configured {
             self.out
                 .error(format_args!("{name}: {e}; keeping the current evaluator"));
             self.options = previous;

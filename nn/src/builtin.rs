@@ -2,8 +2,9 @@
 //!
 //! The built-in network is trained by the project's own pipeline (`scripts/train`: Stockfish
 //! labels, `banyan train`, export to an Lc0 `.pb.gz`) and committed as `nn/net/banyan.pb.gz`;
-//! `nn/net/README.md` records how it was made and how it plays. `<builtin>` selects it; it
-//! becomes the default once it out-plays the heuristic at equal time (today it does not).
+//! `nn/net/README.md` records how it was made and how it plays. It is the default (`<default>`,
+//! or `<builtin>` by name), as it out-plays the heuristic at equal time; `<heuristic>` selects
+//! the heuristic.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -18,11 +19,11 @@ pub const NETWORK_NAME: &str = "banyan (built in)";
 /// What the evaluator runs, as the `WeightsFile` option and `--weights` flags name it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Weights {
-    /// The built-in network (`<builtin>`).
-    Builtin,
-    /// The hand-written heuristic evaluator (`<heuristic>`): no network at all. The default,
-    /// as the evaluator that plays best at equal time today.
+    /// The built-in network (`<builtin>`): the default, as the evaluator that plays best at
+    /// equal time with no file.
     #[default]
+    Builtin,
+    /// The hand-written heuristic evaluator (`<heuristic>`): no network at all.
     Heuristic,
     /// An Lc0 `.pb.gz` file.
     File(PathBuf),
