@@ -129,7 +129,10 @@ impl Session {
         let previous_evaluator = self.engine.evaluator_description().map(str::to_string);
         self.options.set(name, value);
         let mut configured = self.engine.configure(engine_config(&self.options));
-        if configured.is_ok() && name == "WeightsFile" && previous_evaluator.is_none() {
+        if configured.is_ok()
+            && name == "WeightsFile"
+            && self.engine.evaluator_description().is_none()
+        {
             // Naming the evaluator that is already configured (the default, before any search)
             // starts it now, so that the GUI hears which network it is, as for any other value.
             configured = self.engine.ready();
