@@ -135,7 +135,7 @@ impl Session {
         {
             // Naming the evaluator that is already configured (the default, before any search)
             // starts it now, so that the GUI hears which network it is, as for any other value.
-            configured = self.engine.ready();
+            configured = self.engine.start_evaluator();
         }
         if let Err(e) = configured {
             self.out

@@ -295,6 +295,24 @@ impl Engine {
 
     /// Starts (or restarts) whatever is not running: the evaluator, then the workers.
     pub fn ready(&mut self) -> Result<(), String> {
+        self.start_evaluator()?;
+        match &mut self.pool {
+            Some(pool) => pool
+                .heal(self.config.mode, &self.exe)
+                .map_err(|e| format!("restarting a worker: {e}"))?,
+            None => {
+                self.pool = Some(
+                    Pool::start(&self.config, &self.exe)
+                        .map_err(|e| format!("starting workers: {e}"))?,
+                )
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts (or replaces) the evaluator unless a healthy one is running; the workers are
+    /// left as they are.
+    pub fn start_evaluator(&mut self) -> Result<(), String> {
         self.wait();
         if std::mem::take(&mut self.evaluator_failed) && self.evaluator.take().is_some() {
             tracing::warn!("the evaluator stopped answering; replacing it");
@@ -306,17 +324,6 @@ impl Engine {
             let process = evaluator::spawn(&self.exe, &self.config.evaluator_config())
                 .map_err(|e| e.to_string())?;
             self.evaluator = Some(process);
-        }
-        match &mut self.pool {
-            Some(pool) => pool
-                .heal(self.config.mode, &self.exe)
-                .map_err(|e| format!("restarting a worker: {e}"))?,
-            None => {
-                self.pool = Some(
-                    Pool::start(&self.config, &self.exe)
-                        .map_err(|e| format!("starting workers: {e}"))?,
-                )
-            }
         }
         Ok(())
     }
