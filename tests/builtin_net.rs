@@ -80,6 +80,47 @@ fn the_built_in_network_is_the_default_and_plays() {
     engine.quit();
 }
 
+/// `PolicyTemperature` defaults to `<auto>`: the built-in network's own 1.0, which an explicit
+/// 1.0 reproduces and Lc0's 1.359 flattens; `<auto>` sets it back.
+#[test]
+fn the_policy_temperature_is_the_networks_own_unless_set() {
+    let mut engine = Engine::start();
+    engine.send("uci");
+    let lines = engine.read_until("uciok");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "option name PolicyTemperature type string default <auto>"),
+        "{lines:?}"
+    );
+    engine.send("setoption name VerboseMoveStats value true");
+    engine.send("setoption name Threads value 1");
+    let position = "position startpos";
+    let auto = priors(&mut engine, position);
+    // The evaluator line names the temperature in use.
+    let mut priors_at = |value: &str, named: &str| {
+        let line = evaluator_after_option(&mut engine, "PolicyTemperature", value);
+        assert!(line.ends_with(named), "{value}: {line}");
+        priors(&mut engine, position)
+    };
+    let lc0 = priors_at("1.359", "policy temperature 1.359");
+    let one = priors_at("1.0", "policy temperature 1");
+    engine.send("setoption name PolicyTemperature value <auto>");
+    let back = priors(&mut engine, position);
+    let same = |a, b| prior_difference(a, b) <= 0.02;
+    assert!(same(&auto, &one), "<auto> is not 1.0: {auto:?} {one:?}");
+    assert!(
+        same(&back, &auto),
+        "<auto> set back differs: {back:?} {auto:?}"
+    );
+    let top = |p: &std::collections::BTreeMap<String, f32>| p.values().copied().fold(0.0, f32::max);
+    assert!(
+        top(&lc0) < top(&one) - 1.0,
+        "1.359 did not flatten the priors: {lc0:?} {one:?}"
+    );
+    engine.quit();
+}
+
 /// `Precision` picks what the network computes in, the evaluator line says which, and
 /// bfloat16's root priors stay within a percentage point of fp32's.
 #[test]

@@ -17,9 +17,10 @@ enum Kind {
     Text {
         default: &'static str,
     },
-    /// A decimal number shown as a string option (Lc0 does the same for floats).
+    /// A decimal number shown as a string option (Lc0 does the same for floats). A `None`
+    /// default is shown as `<auto>` and leaves the choice to the engine; `<auto>` sets it back.
     Float {
-        default: f64,
+        default: Option<f64>,
         min: f64,
         max: f64,
     },
@@ -28,6 +29,9 @@ enum Kind {
         vars: &'static [&'static str],
     },
 }
+
+/// How a number option left to the engine is shown and set.
+const AUTO: &str = "<auto>";
 
 /// One declared option.
 struct Decl {
@@ -139,7 +143,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "PolicyTemperature",
         kind: Kind::Float {
-            default: 1.359,
+            default: None,
             min: 0.1,
             max: 10.0,
         },
@@ -147,7 +151,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "CPuct",
         kind: Kind::Float {
-            default: 1.745,
+            default: Some(1.745),
             min: 0.0,
             max: 100.0,
         },
@@ -180,6 +184,8 @@ pub enum Value {
     Bool(bool),
     Text(String),
     Float(f64),
+    /// A number left to the engine (`<auto>`).
+    Auto,
 }
 
 /// The current value of every option, checked against its declaration.
@@ -200,7 +206,7 @@ impl Default for Options {
                 Kind::Text { default } | Kind::Combo { default, .. } => {
                     Value::Text(default.to_string())
                 }
-                Kind::Float { default, .. } => Value::Float(*default),
+                Kind::Float { default, .. } => default.map_or(Value::Auto, Value::Float),
             })
             .collect();
         Options { values }
@@ -229,7 +235,7 @@ impl Options {
                 },
                 Kind::Float { default, .. } => UciOptionConfig::String {
                     name,
-                    default: Some(default.to_string()),
+                    default: Some(default.map_or(AUTO.to_string(), |v| v.to_string())),
                 },
                 Kind::Combo { default, vars } => UciOptionConfig::Combo {
                     name,
@@ -263,6 +269,7 @@ impl Options {
                 "false" => Value::Bool(false),
                 _ => return Err(format!("{}: '{raw}' is not true or false", decl.name)),
             },
+            Kind::Float { default: None, .. } if raw == AUTO => Value::Auto,
             Kind::Float { min, max, .. } => {
                 let v: f64 = raw
                     .parse()
@@ -321,6 +328,14 @@ impl Options {
         }
     }
 
+    /// A number that may be left to the engine: `None` for `<auto>`.
+    pub fn float_or_auto(&self, name: &str) -> Option<f64> {
+        match self.get(name) {
+            Value::Auto => None,
+            _ => Some(self.float(name)),
+        }
+    }
+
     pub fn text(&self, name: &str) -> &str {
         match self.get(name) {
             Value::Text(v) => v,
@@ -349,6 +364,8 @@ mod tests {
             ("PolicyTemperature", Some("2.2"), Ok(Value::Float(2.2))),
             ("PolicyTemperature", Some("NaN"), Err(())),
             ("PolicyTemperature", Some("0"), Err(())),
+            ("PolicyTemperature", Some("<auto>"), Ok(Value::Auto)),
+            ("CPuct", Some("<auto>"), Err(())),
             ("Backend", Some("CPU"), Ok(Value::Text("cpu".into()))),
             ("Backend", Some("tpu"), Err(())),
             ("LogFile", None, Ok(Value::Text(String::new()))),
@@ -371,7 +388,8 @@ mod tests {
     fn defaults_read_back() {
         let o = Options::default();
         assert_eq!(o.int("Threads"), 2);
-        assert!((o.float("PolicyTemperature") - 1.359).abs() < 1e-12);
+        assert_eq!(o.float_or_auto("PolicyTemperature"), None);
+        assert!((o.float("CPuct") - 1.745).abs() < 1e-12);
         assert_eq!(o.text("WeightsFile"), "<default>");
         assert_eq!(Options::declarations().count(), DECLS.len());
     }

@@ -227,7 +227,7 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         eval_threads: o.int("EvalThreads") as usize,
         minibatch: o.int("MinibatchSize") as usize,
         nncache_mb: o.int("NNCacheSize") as usize,
-        policy_temperature: o.float("PolicyTemperature") as f32,
+        policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
         cpuct: o.float("CPuct") as f32,
         mode: match o.text("ProcessMode") {
             "fork" => ProcessMode::Fork,

@@ -61,7 +61,8 @@ pub struct EngineConfig {
     pub minibatch: usize,
     /// Shared evaluation cache, MB (0: none).
     pub nncache_mb: usize,
-    pub policy_temperature: f32,
+    /// Policy softmax temperature; `None`: the weights' own.
+    pub policy_temperature: Option<f32>,
     pub cpuct: f32,
     pub mode: ProcessMode,
     /// Principal variations to report.
@@ -84,7 +85,7 @@ impl Default for EngineConfig {
             eval_threads: 0,
             minibatch: 32,
             nncache_mb: 64,
-            policy_temperature: 1.359,
+            policy_temperature: None,
             cpuct: 1.745,
             mode: ProcessMode::platform_default(),
             multipv: 1,
@@ -118,14 +119,14 @@ impl EngineConfig {
             &self.triton,
             self.precision,
             self.eval_threads,
-            self.policy_temperature.to_bits(),
+            self.policy_temperature.map(f32::to_bits),
         ) == (
             &other.weights,
             other.device,
             &other.triton,
             other.precision,
             other.eval_threads,
-            other.policy_temperature.to_bits(),
+            other.policy_temperature.map(f32::to_bits),
         )
     }
 

@@ -84,8 +84,8 @@ pub struct EvaluatorConfig {
     pub precision: Precision,
     /// Most positions per forward pass.
     pub max_batch: usize,
-    /// Policy softmax temperature.
-    pub policy_temperature: f32,
+    /// Policy softmax temperature; `None`: the weights' own ([`Weights::policy_temperature`]).
+    pub policy_temperature: Option<f32>,
     /// A Triton server (or several) to forward the batches to, instead of evaluating here.
     pub triton: Option<TritonTarget>,
     /// The Unix-domain socket path the evaluator listens on. [`spawn`] creates its directory
@@ -96,8 +96,8 @@ pub struct EvaluatorConfig {
 }
 
 impl EvaluatorConfig {
-    /// Defaults (2 threads, automatic device, batches of up to 256, temperature 1.359, 60 s to
-    /// start) with a fresh socket path in a private temporary directory.
+    /// Defaults (2 threads, automatic device, batches of up to 256, the weights' own policy
+    /// temperature, 60 s to start) with a fresh socket path in a private temporary directory.
     pub fn new(weights: Weights) -> EvaluatorConfig {
         EvaluatorConfig {
             weights,
@@ -105,7 +105,7 @@ impl EvaluatorConfig {
             device: DeviceChoice::Auto,
             precision: Precision::Auto,
             max_batch: 256,
-            policy_temperature: 1.359,
+            policy_temperature: None,
             triton: None,
             socket: fresh_socket_path(),
             ready_timeout: Duration::from_secs(60),
@@ -125,10 +125,9 @@ impl EvaluatorConfig {
         push("--device", self.device.to_string().as_ref());
         push("--precision", self.precision.to_string().as_ref());
         push("--max-batch", self.max_batch.to_string().as_ref());
-        push(
-            "--policy-temperature",
-            self.policy_temperature.to_string().as_ref(),
-        );
+        if let Some(t) = self.policy_temperature {
+            push("--policy-temperature", t.to_string().as_ref());
+        }
         if let Some(target) = &self.triton {
             push("--triton-url", target.urls.as_ref());
             push("--triton-model", target.model.as_ref());
@@ -162,11 +161,12 @@ impl EvaluatorConfig {
                 "--precision" => config.precision = text()?.parse()?,
                 "--max-batch" => config.max_batch = number(text()?)?,
                 "--policy-temperature" => {
-                    config.policy_temperature = text()?
+                    let t = text()?
                         .parse::<f32>()
                         .ok()
                         .filter(|t| t.is_finite() && *t > 0.0)
                         .ok_or_else(|| format!("{name}: expected a positive number"))?;
+                    config.policy_temperature = Some(t);
                 }
                 "--triton-url" => {
                     config.triton.get_or_insert_with(TritonTarget::default).urls = text()?.into();
@@ -378,18 +378,23 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
     let backend = &lanes[0];
     let listener = UnixListener::bind(&config.socket)
         .map_err(|e| format!("binding {}: {e}", config.socket.display()))?;
+    let policy_temperature = config
+        .policy_temperature
+        .unwrap_or_else(|| config.weights.policy_temperature());
     let description = match lanes.len() {
         1 => backend.describe(),
         n => format!("{} ({n} lanes)", backend.describe()),
     }
     .replace('\n', " ");
+    // The temperature is named because `<auto>` leaves it to the weights.
+    let description = format!("{description}, policy temperature {policy_temperature}");
     tracing::info!("evaluator ready: {description}");
     writeln!(status, "ready {description}")
         .and_then(|()| status.flush())
         .map_err(|e| format!("reporting ready: {e}"))?;
     let server_config = ServerConfig {
         max_batch: config.max_batch,
-        policy_temperature: config.policy_temperature,
+        policy_temperature,
     };
     let err = server::serve(listener, lanes, server_config);
     Err(format!("serving: {err}"))
@@ -538,7 +543,7 @@ mod tests {
         config.threads = 3;
         config.device = DeviceChoice::Cpu;
         config.max_batch = 64;
-        config.policy_temperature = 2.2;
+        config.policy_temperature = Some(2.2);
         assert_eq!(
             EvaluatorConfig::from_args(config.to_args()),
             Ok(config.clone())
