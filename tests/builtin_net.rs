@@ -25,21 +25,24 @@ fn evaluator_after_option(engine: &mut Engine, option: &str, value: &str) -> Str
         .clone()
 }
 
-#[test]
-fn the_built_in_network_is_the_default_and_plays() {
+/// A started engine whose `uci` answer declares `option`'s default as `default`, set up so
+/// that [`priors`] reads the root's priors (verbose statistics, one worker).
+fn engine_reading_priors(option: &str, default: &str) -> Engine {
     let mut engine = Engine::start();
     engine.send("uci");
     let lines = engine.read_until("uciok");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == "option name WeightsFile type string default <default>"),
-        "{lines:?}"
-    );
-    // A search with no option set runs on the built-in network: the same search after
-    // selecting `<builtin>` explicitly gives the same root priors, and the heuristic's differ.
+    let declared = format!("option name {option} type string default {default}");
+    assert!(lines.iter().any(|l| *l == declared), "{lines:?}");
     engine.send("setoption name VerboseMoveStats value true");
     engine.send("setoption name Threads value 1");
+    engine
+}
+
+#[test]
+fn the_built_in_network_is_the_default_and_plays() {
+    let mut engine = engine_reading_priors("WeightsFile", "<default>");
+    // A search with no option set runs on the built-in network: the same search after
+    // selecting `<builtin>` explicitly gives the same root priors, and the heuristic's differ.
     let position = "position startpos moves e2e4";
     let stats = |engine: &mut Engine| {
         let root = priors(engine, position);
@@ -84,17 +87,7 @@ fn the_built_in_network_is_the_default_and_plays() {
 /// 1.0 reproduces and Lc0's 1.359 flattens; `<auto>` sets it back.
 #[test]
 fn the_policy_temperature_is_the_networks_own_unless_set() {
-    let mut engine = Engine::start();
-    engine.send("uci");
-    let lines = engine.read_until("uciok");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == "option name PolicyTemperature type string default <auto>"),
-        "{lines:?}"
-    );
-    engine.send("setoption name VerboseMoveStats value true");
-    engine.send("setoption name Threads value 1");
+    let mut engine = engine_reading_priors("PolicyTemperature", "<auto>");
     let position = "position startpos";
     let auto = priors(&mut engine, position);
     // The evaluator line names the temperature in use.
