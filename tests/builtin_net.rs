@@ -32,7 +32,7 @@ fn engine_reading_priors(option: &str, default: &str) -> Engine {
     engine.send("uci");
     let lines = engine.read_until("uciok");
     let declared = format!("option name {option} type string default {default}");
-    assert!(lines.iter().any(|l| *l == declared), "{lines:?}");
+    assert!(lines.contains(&declared), "{lines:?}");
     engine.send("setoption name VerboseMoveStats value true");
     engine.send("setoption name Threads value 1");
     engine
