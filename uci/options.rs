@@ -157,6 +157,30 @@ const DECLS: &[Decl] = &[
         },
     },
     Decl {
+        name: "CPuctBase",
+        kind: Kind::Float {
+            default: Some(38739.0),
+            min: 1.0,
+            max: 1e9,
+        },
+    },
+    Decl {
+        name: "CPuctFactor",
+        kind: Kind::Float {
+            default: Some(3.894),
+            min: 0.0,
+            max: 1000.0,
+        },
+    },
+    Decl {
+        name: "FpuValue",
+        kind: Kind::Float {
+            default: Some(0.330),
+            min: -100.0,
+            max: 100.0,
+        },
+    },
+    Decl {
         name: "VerboseMoveStats",
         kind: Kind::Check { default: false },
     },
@@ -366,6 +390,8 @@ mod tests {
             ("PolicyTemperature", Some("0"), Err(())),
             ("PolicyTemperature", Some("<auto>"), Ok(Value::Auto)),
             ("CPuct", Some("<auto>"), Err(())),
+            ("FpuValue", Some("-0.5"), Ok(Value::Float(-0.5))),
+            ("CPuctBase", Some("0"), Err(())),
             ("Backend", Some("CPU"), Ok(Value::Text("cpu".into()))),
             ("Backend", Some("tpu"), Err(())),
             ("LogFile", None, Ok(Value::Text(String::new()))),

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use banyan_engine::{
-    Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode,
+    Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode, PuctParams,
 };
 use cozy_chess::Color;
 
@@ -228,7 +228,12 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         minibatch: o.int("MinibatchSize") as usize,
         nncache_mb: o.int("NNCacheSize") as usize,
         policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
-        cpuct: o.float("CPuct") as f32,
+        puct: PuctParams {
+            cpuct: o.float("CPuct") as f32,
+            cpuct_base: o.float("CPuctBase") as f32,
+            cpuct_factor: o.float("CPuctFactor") as f32,
+            fpu_reduction: o.float("FpuValue") as f32,
+        },
         mode: match o.text("ProcessMode") {
             "fork" => ProcessMode::Fork,
             "spawn" => ProcessMode::Spawn,

@@ -15,7 +15,7 @@ use banyan_nn::cache::EvalCache;
 use banyan_nn::evaluator::{self, DeviceChoice, EvaluatorConfig, EvaluatorProcess};
 use banyan_nn::network::Precision;
 use banyan_nn::triton::client::TritonTarget;
-use banyan_tree::Arena;
+use banyan_tree::{Arena, PuctParams};
 use cozy_chess::Move;
 
 use crate::control::{Control, MAX_WORKERS};
@@ -63,7 +63,8 @@ pub struct EngineConfig {
     pub nncache_mb: usize,
     /// Policy softmax temperature; `None`: the weights' own.
     pub policy_temperature: Option<f32>,
-    pub cpuct: f32,
+    /// The selection formula's parameters.
+    pub puct: PuctParams,
     pub mode: ProcessMode,
     /// Principal variations to report.
     pub multipv: usize,
@@ -86,7 +87,7 @@ impl Default for EngineConfig {
             minibatch: 32,
             nncache_mb: 64,
             policy_temperature: None,
-            cpuct: 1.745,
+            puct: PuctParams::default(),
             mode: ProcessMode::platform_default(),
             multipv: 1,
             verbose_move_stats: false,
@@ -444,7 +445,7 @@ impl Engine {
         let order = Order::Search(SearchOrder {
             search: self.searches,
             minibatch: self.config.minibatch,
-            cpuct: self.config.cpuct,
+            puct: self.config.puct,
             socket: self
                 .evaluator
                 .as_ref()

@@ -18,6 +18,7 @@ mod shm;
 pub mod tablebase;
 mod worker;
 
+pub use banyan_tree::PuctParams;
 pub use coordinator::{Engine, EngineConfig, GoRequest, MAX_HASH_MB, MAX_THREADS};
 pub use limits::{Clock, Limits};
 pub use moves::GamePosition;

@@ -4,6 +4,8 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use banyan_tree::PuctParams;
+
 /// One search order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchOrder {
@@ -11,8 +13,8 @@ pub struct SearchOrder {
     pub search: u32,
     /// Leaves per minibatch.
     pub minibatch: usize,
-    /// The exploration constant (`CPuct`).
-    pub cpuct: f32,
+    /// The selection formula's parameters (`CPuct`, `CPuctFactor`, `CPuctBase`, `FpuValue`).
+    pub puct: PuctParams,
     /// The evaluator's socket.
     pub socket: PathBuf,
     /// The game's first position (Shredder FEN) and the moves since, as tree codes.
@@ -39,8 +41,13 @@ impl Order {
             Order::Search(s) => {
                 let codes = |v: &[u16]| v.iter().map(|c| format!(" {c}")).collect::<String>();
                 text += &format!(
-                    "search {}\nminibatch {}\ncpuct {}\n",
-                    s.search, s.minibatch, s.cpuct
+                    "search {}\nminibatch {}\n",
+                    s.search, s.minibatch
+                );
+                let p = &s.puct;
+                text += &format!(
+                    "puct {} {} {} {}\n",
+                    p.cpuct, p.cpuct_factor, p.cpuct_base, p.fpu_reduction
                 );
                 text += &format!(
                     "moves{}\nsearchmoves{}\n",
@@ -66,7 +73,7 @@ impl Order {
         let mut order = SearchOrder {
             search: 0,
             minibatch: 1,
-            cpuct: 1.745,
+            puct: PuctParams::default(),
             socket: PathBuf::new(),
             start_fen: String::new(),
             moves: Vec::new(),
@@ -92,7 +99,7 @@ impl Order {
                 "end" => return Ok(Order::Search(order)),
                 "search" => order.search = value.parse().map_err(|_| bad(line))?,
                 "minibatch" => order.minibatch = value.parse().map_err(|_| bad(line))?,
-                "cpuct" => order.cpuct = value.parse().map_err(|_| bad(line))?,
+                "puct" => order.puct = puct(value).ok_or_else(|| bad(line))?,
                 "moves" => order.moves = codes()?,
                 "searchmoves" => order.searchmoves = codes()?,
                 "fen" => order.start_fen = value.to_string(),
@@ -102,6 +109,19 @@ impl Order {
             }
         }
     }
+}
+
+/// Reads `puct`'s four numbers: cpuct, its factor, its base, the FPU reduction.
+fn puct(value: &str) -> Option<PuctParams> {
+    let mut numbers = value.split_whitespace().map(|v| v.parse::<f32>().ok());
+    let mut next = || numbers.next().flatten();
+    let params = PuctParams {
+        cpuct: next()?,
+        cpuct_factor: next()?,
+        cpuct_base: next()?,
+        fpu_reduction: next()?,
+    };
+    numbers.next().is_none().then_some(params)
 }
 
 #[cfg(test)]
@@ -115,7 +135,12 @@ mod tests {
             Order::Search(SearchOrder {
                 search: 7,
                 minibatch: 32,
-                cpuct: 2.5,
+                puct: PuctParams {
+                    cpuct: 2.5,
+                    cpuct_factor: 0.0,
+                    cpuct_base: 1000.0,
+                    fpu_reduction: 0.25,
+                },
                 socket: PathBuf::from("/tmp/dir with space/eval.sock"),
                 start_fen: "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w HAha - 0 1".into(),
                 moves: vec![12 | 28 << 6, 52 | 36 << 6],
@@ -125,7 +150,7 @@ mod tests {
             Order::Search(SearchOrder {
                 search: 8,
                 minibatch: 1,
-                cpuct: 1.0,
+                puct: PuctParams::default(),
                 socket: PathBuf::from("/tmp/eval.sock"),
                 start_fen: "8/8/8/3k4/8/8/8/KR6 w - - 0 1".into(),
                 moves: vec![],

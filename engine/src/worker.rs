@@ -90,10 +90,7 @@ impl WorkerProcess {
         let tree = self.arena.worker(self.id).map_err(|e| e.to_string())?;
         let mut search = Search {
             order,
-            params: PuctParams {
-                cpuct: order.cpuct,
-                ..PuctParams::default()
-            },
+            params: order.puct,
             arena: &self.arena,
             tree,
             root_len: history.len(),
