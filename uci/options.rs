@@ -151,7 +151,7 @@ const DECLS: &[Decl] = &[
     Decl {
         name: "CPuct",
         kind: Kind::Float {
-            default: Some(1.745),
+            default: None,
             min: 0.0,
             max: 100.0,
         },
@@ -389,7 +389,8 @@ mod tests {
             ("PolicyTemperature", Some("NaN"), Err(())),
             ("PolicyTemperature", Some("0"), Err(())),
             ("PolicyTemperature", Some("<auto>"), Ok(Value::Auto)),
-            ("CPuct", Some("<auto>"), Err(())),
+            ("CPuct", Some("<auto>"), Ok(Value::Auto)),
+            ("CPuct", Some("2.5"), Ok(Value::Float(2.5))),
             ("FpuValue", Some("-0.5"), Ok(Value::Float(-0.5))),
             ("CPuctBase", Some("0"), Err(())),
             ("Backend", Some("CPU"), Ok(Value::Text("cpu".into()))),
@@ -415,7 +416,7 @@ mod tests {
         let o = Options::default();
         assert_eq!(o.int("Threads"), 2);
         assert_eq!(o.float_or_auto("PolicyTemperature"), None);
-        assert!((o.float("CPuct") - 1.745).abs() < 1e-12);
+        assert_eq!(o.float_or_auto("CPuct"), None);
         assert_eq!(o.text("WeightsFile"), "<default>");
         assert_eq!(Options::declarations().count(), DECLS.len());
     }

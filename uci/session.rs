@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use banyan_engine::{
     Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode, PuctParams,
+    default_cpuct,
 };
 use cozy_chess::Color;
 
@@ -211,10 +212,11 @@ impl Session {
 
 /// The engine's configuration from the option values.
 pub fn engine_config(o: &Options) -> EngineConfig {
+    let weights = Weights::parse(o.text("WeightsFile"));
     EngineConfig {
         threads: o.int("Threads") as u32,
         hash_mb: o.int("Hash") as u64,
-        weights: Weights::parse(o.text("WeightsFile")),
+        weights: weights.clone(),
         device: o.text("Backend").parse().unwrap_or_default(),
         // `Backend triton` waits for `TritonUrl` (the session says so) instead of failing.
         triton: (o.text("Backend") == "triton" && !o.text("TritonUrl").trim().is_empty()).then(
@@ -229,7 +231,9 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         nncache_mb: o.int("NNCacheSize") as usize,
         policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
         puct: PuctParams {
-            cpuct: o.float("CPuct") as f32,
+            cpuct: o
+                .float_or_auto("CPuct")
+                .map_or_else(|| default_cpuct(&weights), |c| c as f32),
             cpuct_base: o.float("CPuctBase") as f32,
             cpuct_factor: o.float("CPuctFactor") as f32,
             fpu_reduction: o.float("FpuValue") as f32,
@@ -270,5 +274,34 @@ fn limits(p: &GoParams, stm: Color) -> Limits {
                 && p.movetime.is_none()
                 && time.is_none()),
         ponder: p.ponder,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Options;
+
+    #[test]
+    fn cpuct_is_the_networks_own_unless_set() {
+        let cases = [
+            ("<default>", None, 2.5),
+            ("<builtin>", None, 2.5),
+            ("<heuristic>", None, 1.745),
+            ("/nets/maia-1900.pb.gz", None, 1.745),
+            ("<default>", Some("1.745"), 1.745),
+            ("/nets/maia-1900.pb.gz", Some("3"), 3.0),
+        ];
+        for (weights, cpuct, expected) in cases {
+            let mut o = Options::default();
+            for (name, value) in [("WeightsFile", Some(weights)), ("CPuct", cpuct)] {
+                if let Some(value) = value {
+                    let (name, value) = Options::parse(name, Some(value)).unwrap();
+                    o.set(name, value);
+                }
+            }
+            let got = engine_config(&o).puct.cpuct;
+            assert_eq!(got, expected, "WeightsFile {weights}, CPuct {cpuct:?}");
+        }
     }
 }

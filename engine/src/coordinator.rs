@@ -42,6 +42,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most of the arena (per mille) a tree kept from the last move may fill.
 const MAX_KEPT_PERMILLE: u32 = 400;
 
+/// `CPuct` of the built-in network, tuned for it at 800 nodes a move (nn/net/README.md).
+pub const BUILTIN_NETWORK_CPUCT: f32 = 2.5;
+
+/// The exploration constant `weights` play with unless `CPuct` is set: the built-in network's
+/// own, otherwise Lc0's default (what Lc0's networks were tuned with).
+pub fn default_cpuct(weights: &Weights) -> f32 {
+    match weights {
+        Weights::Builtin => BUILTIN_NETWORK_CPUCT,
+        Weights::Heuristic | Weights::File(_) => PuctParams::default().cpuct,
+    }
+}
+
 /// Everything the GUI can set that the search machinery depends on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EngineConfig {

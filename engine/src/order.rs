@@ -40,10 +40,7 @@ impl Order {
             Order::Quit => text.push_str("quit\n"),
             Order::Search(s) => {
                 let codes = |v: &[u16]| v.iter().map(|c| format!(" {c}")).collect::<String>();
-                text += &format!(
-                    "search {}\nminibatch {}\n",
-                    s.search, s.minibatch
-                );
+                text += &format!("search {}\nminibatch {}\n", s.search, s.minibatch);
                 let p = &s.puct;
                 text += &format!(
                     "puct {} {} {} {}\n",
