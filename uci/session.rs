@@ -213,10 +213,13 @@ impl Session {
 /// The engine's configuration from the option values.
 pub fn engine_config(o: &Options) -> EngineConfig {
     let weights = Weights::parse(o.text("WeightsFile"));
+    let cpuct = o
+        .float_or_auto("CPuct")
+        .map_or_else(|| default_cpuct(&weights), |c| c as f32);
     EngineConfig {
         threads: o.int("Threads") as u32,
         hash_mb: o.int("Hash") as u64,
-        weights: weights.clone(),
+        weights,
         device: o.text("Backend").parse().unwrap_or_default(),
         // `Backend triton` waits for `TritonUrl` (the session says so) instead of failing.
         triton: (o.text("Backend") == "triton" && !o.text("TritonUrl").trim().is_empty()).then(
@@ -231,9 +234,7 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         nncache_mb: o.int("NNCacheSize") as usize,
         policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
         puct: PuctParams {
-            cpuct: o
-                .float_or_auto("CPuct")
-                .map_or_else(|| default_cpuct(&weights), |c| c as f32),
+            cpuct,
             cpuct_base: o.float("CPuctBase") as f32,
             cpuct_factor: o.float("CPuctFactor") as f32,
             fpu_reduction: o.float("FpuValue") as f32,

@@ -43,7 +43,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_KEPT_PERMILLE: u32 = 400;
 
 /// `CPuct` of the built-in network, tuned for it at 800 nodes a move (nn/net/README.md).
-pub const BUILTIN_NETWORK_CPUCT: f32 = 2.5;
+const BUILTIN_NETWORK_CPUCT: f32 = 2.5;
 
 /// The exploration constant `weights` play with unless `CPuct` is set: the built-in network's
 /// own, otherwise Lc0's default (what Lc0's networks were tuned with).
