@@ -38,10 +38,10 @@ pub struct Clock {
     pub moves_to_go: Option<u32>,
 }
 
-/// Moves a sudden-death clock is shared over, at every move: each move's share is a fixed
-/// part of what is left, so the clock lasts however long the game goes. With 30, games against
-/// Stockfish at 10+0.1 ended with nearly half the clock unused (smart pruning also stops
-/// early); 20 spends it where games are decided.
+/// The moves a sudden-death clock is divided over: each move plans 1/`MOVES_LEFT` of what is
+/// left, so the clock lasts however long the game goes. With 30, the default ended its games
+/// against Stockfish at 10+0.1 with a median 4.6 s of its 10 s unused (smart pruning also stops
+/// early).
 const MOVES_LEFT: u32 = 20;
 
 /// The time plan of one search, measured from its start (or from `ponderhit`).
