@@ -44,8 +44,6 @@ fn engine(weights: Weights, threads: u32, precision: Precision) -> Result<Engine
     let mut options = Options::default();
     options.set("Threads", crate::options::Value::Int(threads as i64));
     let mut config = crate::session::engine_config(&options);
-    // `CPuct` is left at `<auto>`: it follows these weights, not the default ones.
-    config.puct.cpuct = banyan_engine::default_cpuct(&weights);
     config.weights = weights;
     config.precision = precision;
     let mut engine = Engine::new(crate::own_exe());

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use banyan_engine::{
     Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode, PuctParams,
-    default_cpuct,
 };
 use cozy_chess::Color;
 
@@ -212,14 +211,10 @@ impl Session {
 
 /// The engine's configuration from the option values.
 pub fn engine_config(o: &Options) -> EngineConfig {
-    let weights = Weights::parse(o.text("WeightsFile"));
-    let cpuct = o
-        .float_or_auto("CPuct")
-        .map_or_else(|| default_cpuct(&weights), |c| c as f32);
     EngineConfig {
         threads: o.int("Threads") as u32,
         hash_mb: o.int("Hash") as u64,
-        weights,
+        weights: Weights::parse(o.text("WeightsFile")),
         device: o.text("Backend").parse().unwrap_or_default(),
         // `Backend triton` waits for `TritonUrl` (the session says so) instead of failing.
         triton: (o.text("Backend") == "triton" && !o.text("TritonUrl").trim().is_empty()).then(
@@ -233,11 +228,12 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         minibatch: o.int("MinibatchSize") as usize,
         nncache_mb: o.int("NNCacheSize") as usize,
         policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
+        cpuct: o.float_or_auto("CPuct").map(|c| c as f32),
         puct: PuctParams {
-            cpuct,
             cpuct_base: o.float("CPuctBase") as f32,
             cpuct_factor: o.float("CPuctFactor") as f32,
             fpu_reduction: o.float("FpuValue") as f32,
+            ..PuctParams::default()
         },
         mode: match o.text("ProcessMode") {
             "fork" => ProcessMode::Fork,
@@ -301,7 +297,7 @@ mod tests {
                     o.set(name, value);
                 }
             }
-            let got = engine_config(&o).puct.cpuct;
+            let got = engine_config(&o).puct().cpuct;
             assert_eq!(got, expected, "WeightsFile {weights}, CPuct {cpuct:?}");
         }
     }

@@ -47,7 +47,7 @@ const BUILTIN_NETWORK_CPUCT: f32 = 2.5;
 
 /// The exploration constant `weights` play with unless `CPuct` is set: the built-in network's
 /// own, otherwise Lc0's default (what Lc0's networks were tuned with).
-pub fn default_cpuct(weights: &Weights) -> f32 {
+fn default_cpuct(weights: &Weights) -> f32 {
     match weights {
         Weights::Builtin => BUILTIN_NETWORK_CPUCT,
         Weights::Heuristic | Weights::File(_) => PuctParams::default().cpuct,
@@ -75,7 +75,11 @@ pub struct EngineConfig {
     pub nncache_mb: usize,
     /// Policy softmax temperature; `None`: the weights' own.
     pub policy_temperature: Option<f32>,
-    /// The selection formula's parameters.
+    /// The exploration constant; `None`: the weights' own (the built-in network's tuned value,
+    /// Lc0's for any other).
+    pub cpuct: Option<f32>,
+    /// The selection formula's other parameters: its `cpuct` is replaced by what
+    /// [`EngineConfig::puct`] resolves.
     pub puct: PuctParams,
     pub mode: ProcessMode,
     /// Principal variations to report.
@@ -99,6 +103,7 @@ impl Default for EngineConfig {
             minibatch: 32,
             nncache_mb: 64,
             policy_temperature: None,
+            cpuct: None,
             puct: PuctParams::default(),
             mode: ProcessMode::platform_default(),
             multipv: 1,
@@ -109,6 +114,15 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The selection formula's parameters a search runs with: [`EngineConfig::cpuct`] resolved
+    /// for these weights.
+    pub fn puct(&self) -> PuctParams {
+        PuctParams {
+            cpuct: self.cpuct.unwrap_or_else(|| default_cpuct(&self.weights)),
+            ..self.puct
+        }
+    }
+
     fn evaluator_config(&self) -> EvaluatorConfig {
         let mut c = EvaluatorConfig::new(self.weights.clone());
         c.device = self.device;
@@ -457,7 +471,7 @@ impl Engine {
         let order = Order::Search(SearchOrder {
             search: self.searches,
             minibatch: self.config.minibatch,
-            puct: self.config.puct,
+            puct: self.config.puct(),
             socket: self
                 .evaluator
                 .as_ref()

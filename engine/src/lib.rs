@@ -19,7 +19,7 @@ pub mod tablebase;
 mod worker;
 
 pub use banyan_tree::PuctParams;
-pub use coordinator::{Engine, EngineConfig, GoRequest, MAX_HASH_MB, MAX_THREADS, default_cpuct};
+pub use coordinator::{Engine, EngineConfig, GoRequest, MAX_HASH_MB, MAX_THREADS};
 pub use limits::{Clock, Limits};
 pub use moves::GamePosition;
 pub use process::{ProcessMode, WORKER_ROLE, worker_main};
