@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 use banyan_engine::{
-    Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode, PuctParams,
+    Clock, Engine, EngineConfig, Event, GamePosition, GoRequest, Limits, ProcessMode,
 };
 use cozy_chess::Color;
 
@@ -229,12 +229,9 @@ pub fn engine_config(o: &Options) -> EngineConfig {
         nncache_mb: o.int("NNCacheSize") as usize,
         policy_temperature: o.float_or_auto("PolicyTemperature").map(|t| t as f32),
         cpuct: o.float_or_auto("CPuct").map(|c| c as f32),
-        puct: PuctParams {
-            cpuct_base: o.float("CPuctBase") as f32,
-            cpuct_factor: o.float("CPuctFactor") as f32,
-            fpu_reduction: o.float("FpuValue") as f32,
-            ..PuctParams::default()
-        },
+        cpuct_base: o.float("CPuctBase") as f32,
+        cpuct_factor: o.float("CPuctFactor") as f32,
+        fpu_reduction: o.float("FpuValue") as f32,
         mode: match o.text("ProcessMode") {
             "fork" => ProcessMode::Fork,
             "spawn" => ProcessMode::Spawn,

@@ -76,11 +76,12 @@ pub struct EngineConfig {
     /// Policy softmax temperature; `None`: the weights' own.
     pub policy_temperature: Option<f32>,
     /// The exploration constant; `None`: the weights' own (the built-in network's tuned value,
-    /// Lc0's for any other).
+    /// Lc0's for any other). The selection formula's parameters, resolved, are
+    /// [`EngineConfig::puct`].
     pub cpuct: Option<f32>,
-    /// The selection formula's other parameters: its `cpuct` is replaced by what
-    /// [`EngineConfig::puct`] resolves.
-    pub puct: PuctParams,
+    pub cpuct_base: f32,
+    pub cpuct_factor: f32,
+    pub fpu_reduction: f32,
     pub mode: ProcessMode,
     /// Principal variations to report.
     pub multipv: usize,
@@ -92,6 +93,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
+        let puct = PuctParams::default();
         EngineConfig {
             threads: 2,
             hash_mb: 256,
@@ -104,7 +106,9 @@ impl Default for EngineConfig {
             nncache_mb: 64,
             policy_temperature: None,
             cpuct: None,
-            puct: PuctParams::default(),
+            cpuct_base: puct.cpuct_base,
+            cpuct_factor: puct.cpuct_factor,
+            fpu_reduction: puct.fpu_reduction,
             mode: ProcessMode::platform_default(),
             multipv: 1,
             verbose_move_stats: false,
@@ -119,7 +123,9 @@ impl EngineConfig {
     pub fn puct(&self) -> PuctParams {
         PuctParams {
             cpuct: self.cpuct.unwrap_or_else(|| default_cpuct(&self.weights)),
-            ..self.puct
+            cpuct_base: self.cpuct_base,
+            cpuct_factor: self.cpuct_factor,
+            fpu_reduction: self.fpu_reduction,
         }
     }
 
