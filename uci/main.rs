@@ -52,7 +52,7 @@ enum Sub {
         /// Replay fixed real games ply by ply with tree reuse (game speed) instead.
         #[arg(long)]
         game: bool,
-        /// What the network computes in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or
+        /// What the network computes in: auto (bf16 where the CPU has AMX-BF16), fp32 or
         /// bf16.
         #[arg(long, default_value_t)]
         precision: Precision,
@@ -73,7 +73,7 @@ enum Sub {
         /// Seconds of measuring per batch size and path.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
-        /// What the network computes in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or
+        /// What the network computes in: auto (bf16 where the CPU has AMX-BF16), fp32 or
         /// bf16.
         #[arg(long, default_value_t)]
         precision: Precision,

@@ -48,7 +48,7 @@ pub struct TrainArgs {
     /// libtorch CPU threads (0: libtorch's default, one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// What the passes compute in: auto (bf16 where the CPU has AVX-512 BF16), fp32 or bf16.
+    /// What the passes compute in: auto (bf16 where the CPU has AMX-BF16), fp32 or bf16.
     /// The weights stay fp32 either way (mixed precision).
     #[arg(long, default_value_t)]
     precision: Precision,
