@@ -1,46 +1,37 @@
-//! The network's inference pass written out on the host, for small batches on the CPU.
+//! The network's inference pass written out on the host, for fp32 on the CPU.
 //!
-//! At batch 1 libtorch spends most of a pass dispatching ~110 operators and running direct
-//! convolutions; Lc0's BLAS backend is faster there. This pass evaluates one position at a
-//! time with Winograd convolutions ([`winograd`], their multiply written with intrinsics in
-//! [`simd`]) and plain loops for the rest; the whole pass is compiled for AVX2+FMA and for
+//! libtorch spends much of a small batch dispatching ~110 operators, and its fp32 direct
+//! convolutions are slower than Winograd ones at any batch on this scale of network. This
+//! pass runs batches of up to [`HOST_CHUNK`] positions through Winograd 3×3 convolutions
+//! ([`winograd`]) and turns the 1×1 convolutions and dense layers into matrix multiplies
+//! ([`linear`]), all on one register-blocked multiply kernel written with intrinsics
+//! ([`simd`]), with plain loops for the rest; the whole pass is compiled for AVX2+FMA and for
 //! AVX-512, the copy picked at run time. It computes the function of
 //! [`crate::network::Network::forward`] in fp32 (tested against the plain reference pass on
 //! every test architecture) and is used only where it is the faster of the two. Its weights
 //! (the 3×3 ones in the Winograd domain, 16/9 of their size) are one copy shared by the lanes.
 
+mod linear;
 mod simd;
 mod winograd;
 
-use crate::backend::RawEval;
-use crate::encode::{INPUT_PLANES, InputPlanes};
+use crate::backend::{EvalInput, RawEval};
+use crate::encode::INPUT_PLANES;
 use crate::policy::conv_policy_gather;
-use crate::weights::{Activation, Conv, Dense, NetWeights, PolicyHead};
+use crate::weights::{Activation, NetWeights, PolicyHead};
 
+use linear::Linear;
 use simd::Kernel;
-use winograd::{Conv3, Scratch, axpy};
+use winograd::{Conv3, Scratch};
 
-/// A 1×1 convolution, weights `[in][out]` so that each input channel adds a row.
-struct Conv1 {
-    inputs: usize,
-    outputs: usize,
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-/// A dense layer, weights `[in][out]` (inputs in this pass's order) so that each input adds a
-/// row.
-struct Fc {
-    inputs: usize,
-    outputs: usize,
-    weights: Vec<f32>,
-    bias: Vec<f32>,
-}
+/// Positions whose 3×3 convolutions run together: enough to share each weight panel many
+/// times, few enough that a layer's transformed tiles stay in the L2 cache.
+pub const HOST_CHUNK: usize = 8;
 
 struct Block {
     conv1: Conv3,
     conv2: Conv3,
-    se: Option<(Fc, Fc)>,
+    se: Option<(Linear, Linear)>,
 }
 
 enum Policy {
@@ -51,7 +42,7 @@ enum Policy {
         gather: Vec<usize>,
     },
     /// 1×1 conv, then a dense layer over its output.
-    Classical { conv: Conv1, fc: Fc },
+    Classical { conv: Linear, fc: Linear },
 }
 
 /// A loaded network's weights, laid out for [`HostNet::evaluate`].
@@ -60,9 +51,9 @@ pub struct HostNet {
     input: Conv3,
     blocks: Vec<Block>,
     policy: Policy,
-    value_conv: Conv1,
-    value_fc1: Fc,
-    value_fc2: Fc,
+    value_conv: Linear,
+    value_fc1: Linear,
+    value_fc2: Linear,
     kernel: Kernel,
 }
 
@@ -77,81 +68,7 @@ pub struct Workspace {
     pooled: Vec<f32>,
     hidden: Vec<f32>,
     scratch: Scratch,
-}
-
-impl Conv1 {
-    fn new(conv: &Conv) -> Conv1 {
-        assert_eq!(conv.kernel, 1, "a 1x1 convolution");
-        Conv1 {
-            inputs: conv.inputs,
-            outputs: conv.outputs,
-            weights: transpose(&conv.weights, conv.outputs, conv.inputs),
-            bias: conv.bias.clone(),
-        }
-    }
-
-    #[inline(always)]
-    fn apply(&self, input: &[f32], out: &mut [f32]) {
-        for square in 0..64 {
-            let cell = &mut out[square * self.outputs..][..self.outputs];
-            cell.copy_from_slice(&self.bias);
-            for (i, &x) in input[square * self.inputs..][..self.inputs]
-                .iter()
-                .enumerate()
-            {
-                axpy(cell, x, &self.weights[i * self.outputs..][..self.outputs]);
-            }
-        }
-    }
-}
-
-impl Fc {
-    /// A dense layer whose inputs arrive in the order given by `order` (`order[k]` is the
-    /// weight column of this pass's input k).
-    fn new(dense: &Dense, order: impl Fn(usize) -> usize) -> Fc {
-        let (inputs, outputs) = (dense.inputs, dense.outputs);
-        let mut weights = vec![0f32; inputs * outputs];
-        for k in 0..inputs {
-            let column = order(k);
-            for o in 0..outputs {
-                weights[k * outputs + o] = dense.weights[o * inputs + column];
-            }
-        }
-        Fc {
-            inputs,
-            outputs,
-            weights,
-            bias: dense.bias.clone(),
-        }
-    }
-
-    /// A dense layer over a channels-last `[64][channels]` map, whose weights expect the
-    /// NCHW flattening (channel · 64 + square).
-    fn over_board(dense: &Dense, channels: usize) -> Fc {
-        Fc::new(dense, |k| (k % channels) * 64 + k / channels)
-    }
-
-    #[inline(always)]
-    fn apply(&self, input: &[f32], out: &mut [f32]) {
-        let out = &mut out[..self.outputs];
-        out.copy_from_slice(&self.bias);
-        for (k, &x) in input[..self.inputs].iter().enumerate() {
-            if x != 0.0 {
-                axpy(out, x, &self.weights[k * self.outputs..][..self.outputs]);
-            }
-        }
-    }
-}
-
-/// `[rows][columns]` → `[columns][rows]`.
-fn transpose(values: &[f32], rows: usize, columns: usize) -> Vec<f32> {
-    let mut out = vec![0f32; values.len()];
-    for r in 0..rows {
-        for c in 0..columns {
-            out[c * rows + r] = values[r * columns + c];
-        }
-    }
-    out
+    linear: linear::Scratch,
 }
 
 impl HostNet {
@@ -168,7 +85,7 @@ impl HostNet {
                 se: block
                     .se
                     .as_ref()
-                    .map(|se| (Fc::new(&se.fc1, |k| k), Fc::new(&se.fc2, |k| k))),
+                    .map(|se| (Linear::dense(&se.fc1, |k| k), Linear::dense(&se.fc2, |k| k))),
             })
             .collect();
         let policy = match &weights.policy {
@@ -184,8 +101,8 @@ impl HostNet {
                 }
             }
             PolicyHead::Classical { conv, fc } => Policy::Classical {
-                conv: Conv1::new(conv),
-                fc: Fc::over_board(fc, conv.outputs),
+                conv: Linear::conv1x1(conv),
+                fc: Linear::over_board(fc, conv.outputs),
             },
         };
         Some(HostNet {
@@ -193,80 +110,87 @@ impl HostNet {
             input: Conv3::new(&weights.input),
             blocks,
             policy,
-            value_conv: Conv1::new(&weights.value.conv),
-            value_fc1: Fc::over_board(&weights.value.fc1, weights.value.conv.outputs),
-            value_fc2: Fc::new(&weights.value.fc2, |k| k),
+            value_conv: Linear::conv1x1(&weights.value.conv),
+            value_fc1: Linear::over_board(&weights.value.fc1, weights.value.conv.outputs),
+            value_fc2: Linear::dense(&weights.value.fc2, |k| k),
             kernel,
         })
     }
 
-    /// Evaluates one position: win/draw/loss probabilities from the side to move's view and
-    /// the policy logits of `moves` (policy indices).
-    pub fn evaluate(&self, planes: &InputPlanes, moves: &[u16], work: &mut Workspace) -> RawEval {
-        // SAFETY: `kernel` was chosen by `Kernel::detect`, which checked that this CPU has
-        // the features each copy is compiled for.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            match self.kernel {
-                Kernel::Avx512 => self.evaluate_avx512(planes, moves, work),
-                Kernel::Avx2 => self.evaluate_avx2(planes, moves, work),
+    /// Evaluates a batch of positions, appending to `out` each one's win/draw/loss
+    /// probabilities from the side to move's view and the policy logits of its moves (policy
+    /// indices). Each 3×3 convolution runs over the whole batch at once, so batches of up to
+    /// [`HOST_CHUNK`] positions share each weight panel's trip from memory.
+    pub fn evaluate(&self, batch: &[EvalInput<'_>], work: &mut Workspace, out: &mut Vec<RawEval>) {
+        for chunk in batch.chunks(HOST_CHUNK) {
+            // SAFETY: `kernel` was chosen by `Kernel::detect`, which checked that this CPU has
+            // the features each copy is compiled for.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                match self.kernel {
+                    Kernel::Avx512 => self.evaluate_avx512(chunk, work, out),
+                    Kernel::Avx2 => self.evaluate_avx2(chunk, work, out),
+                }
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            self.pass(chunk, work, out)
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        self.pass(planes, moves, work)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn evaluate_avx512(
         &self,
-        planes: &InputPlanes,
-        moves: &[u16],
+        batch: &[EvalInput<'_>],
         work: &mut Workspace,
-    ) -> RawEval {
-        self.pass(planes, moves, work)
+        out: &mut Vec<RawEval>,
+    ) {
+        self.pass(batch, work, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn evaluate_avx2(
         &self,
-        planes: &InputPlanes,
-        moves: &[u16],
+        batch: &[EvalInput<'_>],
         work: &mut Workspace,
-    ) -> RawEval {
-        self.pass(planes, moves, work)
+        out: &mut Vec<RawEval>,
+    ) {
+        self.pass(batch, work, out)
     }
 
     /// The pass itself, inlined into each compiled copy.
     #[inline(always)]
-    fn pass(&self, planes: &InputPlanes, moves: &[u16], work: &mut Workspace) -> RawEval {
+    fn pass(&self, batch: &[EvalInput<'_>], work: &mut Workspace, out: &mut Vec<RawEval>) {
+        let n = batch.len();
         let filters = self.input.outputs();
         work.planes.resize(INPUT_PLANES * 64, 0.0);
-        planes.write_f32(&mut work.planes);
-        // [plane][square] → [square][plane]
-        work.y.resize(64 * INPUT_PLANES, 0.0);
-        for (plane, row) in work.planes.chunks_exact(64).enumerate() {
-            for (square, &value) in row.iter().enumerate() {
-                work.y[square * INPUT_PLANES + plane] = value;
+        work.y.resize(n * 64 * INPUT_PLANES, 0.0);
+        for (e, board) in batch.iter().zip(work.y.chunks_exact_mut(64 * INPUT_PLANES)) {
+            e.planes.write_f32(&mut work.planes);
+            // [plane][square] → [square][plane]
+            for (plane, row) in work.planes.chunks_exact(64).enumerate() {
+                for (square, &value) in row.iter().enumerate() {
+                    board[square * INPUT_PLANES + plane] = value;
+                }
             }
         }
-        work.x.resize(64 * filters, 0.0);
+        work.x.resize(n * 64 * filters, 0.0);
         self.input
-            .apply(&work.y, &mut work.x, &mut work.scratch, self.kernel);
+            .apply(&work.y, &mut work.x, n, &mut work.scratch, self.kernel);
         self.activate(&mut work.x);
-        work.y.resize(64 * filters, 0.0);
-        work.z.resize(64 * filters, 0.0);
+        work.y.resize(n * 64 * filters, 0.0);
+        work.z.resize(n * 64 * filters, 0.0);
         for block in &self.blocks {
             block
                 .conv1
-                .apply(&work.x, &mut work.y, &mut work.scratch, self.kernel);
+                .apply(&work.x, &mut work.y, n, &mut work.scratch, self.kernel);
             self.activate(&mut work.y);
             block
                 .conv2
-                .apply(&work.y, &mut work.z, &mut work.scratch, self.kernel);
+                .apply(&work.y, &mut work.z, n, &mut work.scratch, self.kernel);
             if let Some((fc1, fc2)) = &block.se {
-                self.excite(fc1, fc2, work, filters);
+                self.excite(fc1, fc2, n, work, filters);
             }
             for (z, &x) in work.z.iter_mut().zip(&work.x) {
                 *z += x;
@@ -274,92 +198,137 @@ impl HostNet {
             self.activate(&mut work.z);
             std::mem::swap(&mut work.x, &mut work.z);
         }
-        let logits = self.policy(moves, work);
-        let wdl = self.value(work);
-        RawEval { wdl, logits }
+        let logits = self.policy(batch, work);
+        let wdl = self.value(n, work);
+        out.extend(
+            logits
+                .into_iter()
+                .zip(wdl)
+                .map(|(logits, wdl)| RawEval { wdl, logits }),
+        );
     }
 
-    /// Squeeze-excitation of `work.z`: its channel means through `fc1` and `fc2` scale
-    /// (sigmoid) and shift it.
+    /// Squeeze-excitation of the `n` boards of `work.z`: each one's channel means through
+    /// `fc1` and `fc2` scale (sigmoid) and shift it.
     #[inline(always)]
-    fn excite(&self, fc1: &Fc, fc2: &Fc, work: &mut Workspace, filters: usize) {
+    fn excite(&self, fc1: &Linear, fc2: &Linear, n: usize, work: &mut Workspace, filters: usize) {
         work.pooled.clear();
-        work.pooled.resize(filters, 0.0);
-        for row in work.z.chunks_exact(filters) {
-            for (p, &z) in work.pooled.iter_mut().zip(row) {
-                *p += z;
+        work.pooled.resize(n * filters, 0.0);
+        for (pooled, board) in work
+            .pooled
+            .chunks_exact_mut(filters)
+            .zip(work.z.chunks_exact(64 * filters))
+        {
+            for row in board.chunks_exact(filters) {
+                for (p, &z) in pooled.iter_mut().zip(row) {
+                    *p += z;
+                }
+            }
+            for p in pooled {
+                *p /= 64.0;
             }
         }
-        for p in &mut work.pooled {
-            *p /= 64.0;
-        }
-        work.hidden.resize(fc1.outputs, 0.0);
-        fc1.apply(&work.pooled, &mut work.hidden);
+        work.hidden.resize(n * fc1.outputs(), 0.0);
+        fc1.apply(
+            &work.pooled,
+            n,
+            &mut work.hidden,
+            &mut work.linear,
+            self.kernel,
+        );
         self.activate(&mut work.hidden);
-        work.head.resize(fc2.outputs, 0.0);
-        fc2.apply(&work.hidden, &mut work.head);
-        let (gamma, beta) = work.head.split_at_mut(filters);
-        for g in gamma.iter_mut() {
-            *g = 1.0 / (1.0 + (-*g).exp());
-        }
-        for row in work.z.chunks_exact_mut(filters) {
-            for ((z, &g), &b) in row.iter_mut().zip(gamma.iter()).zip(beta.iter()) {
-                *z = z.mul_add(g, b);
+        work.head.resize(n * fc2.outputs(), 0.0);
+        fc2.apply(
+            &work.hidden,
+            n,
+            &mut work.head,
+            &mut work.linear,
+            self.kernel,
+        );
+        let boards = work.z.chunks_exact_mut(64 * filters);
+        for (board, scale) in boards.zip(work.head.chunks_exact_mut(2 * filters)) {
+            let (gamma, beta) = scale.split_at_mut(filters);
+            for g in gamma.iter_mut() {
+                *g = 1.0 / (1.0 + (-*g).exp());
+            }
+            for row in board.chunks_exact_mut(filters) {
+                for ((z, &g), &b) in row.iter_mut().zip(gamma.iter()).zip(beta.iter()) {
+                    *z = z.mul_add(g, b);
+                }
             }
         }
     }
 
-    /// The policy logits of `moves`, from the tower's output in `work.x`.
+    /// The policy logits of each position's moves, from the tower's output in `work.x`.
     #[inline(always)]
-    fn policy(&self, moves: &[u16], work: &mut Workspace) -> Vec<f32> {
+    fn policy(&self, batch: &[EvalInput<'_>], work: &mut Workspace) -> Vec<Vec<f32>> {
+        let n = batch.len();
         match &self.policy {
             Policy::Convolution {
                 conv1,
                 conv2,
                 gather,
             } => {
-                work.y.resize(64 * conv1.outputs(), 0.0);
-                conv1.apply(&work.x, &mut work.y, &mut work.scratch, self.kernel);
+                work.y.resize(n * 64 * conv1.outputs(), 0.0);
+                conv1.apply(&work.x, &mut work.y, n, &mut work.scratch, self.kernel);
                 self.activate(&mut work.y);
-                work.head.resize(64 * conv2.outputs(), 0.0);
-                conv2.apply(&work.y, &mut work.head, &mut work.scratch, self.kernel);
-                moves
+                work.head.resize(n * 64 * conv2.outputs(), 0.0);
+                conv2.apply(&work.y, &mut work.head, n, &mut work.scratch, self.kernel);
+                batch
                     .iter()
-                    .map(|&m| work.head[gather[m as usize]])
+                    .zip(work.head.chunks_exact(64 * conv2.outputs()))
+                    .map(|(e, head)| e.moves.iter().map(|&m| head[gather[m as usize]]).collect())
                     .collect()
             }
             Policy::Classical { conv, fc } => {
-                work.y.resize(64 * conv.outputs, 0.0);
-                conv.apply(&work.x, &mut work.y);
+                work.y.resize(n * 64 * conv.outputs(), 0.0);
+                conv.apply(&work.x, n * 64, &mut work.y, &mut work.linear, self.kernel);
                 self.activate(&mut work.y);
-                work.head.resize(fc.outputs, 0.0);
-                fc.apply(&work.y, &mut work.head);
-                moves.iter().map(|&m| work.head[m as usize]).collect()
+                work.head.resize(n * fc.outputs(), 0.0);
+                fc.apply(&work.y, n, &mut work.head, &mut work.linear, self.kernel);
+                batch
+                    .iter()
+                    .zip(work.head.chunks_exact(fc.outputs()))
+                    .map(|(e, head)| e.moves.iter().map(|&m| head[m as usize]).collect())
+                    .collect()
             }
         }
     }
 
-    /// Win/draw/loss probabilities from the tower's output in `work.x`.
+    /// Win/draw/loss probabilities of the `n` boards of the tower's output in `work.x`.
     #[inline(always)]
-    fn value(&self, work: &mut Workspace) -> [f32; 3] {
-        let channels = self.value_conv.outputs;
-        work.y.resize(64 * channels, 0.0);
-        self.value_conv.apply(&work.x, &mut work.y);
+    fn value(&self, n: usize, work: &mut Workspace) -> Vec<[f32; 3]> {
+        let conv = &self.value_conv;
+        work.y.resize(n * 64 * conv.outputs(), 0.0);
+        conv.apply(&work.x, n * 64, &mut work.y, &mut work.linear, self.kernel);
         self.activate(&mut work.y);
-        work.hidden.resize(self.value_fc1.outputs, 0.0);
-        self.value_fc1.apply(&work.y, &mut work.hidden);
+        work.hidden.resize(n * self.value_fc1.outputs(), 0.0);
+        self.value_fc1
+            .apply(&work.y, n, &mut work.hidden, &mut work.linear, self.kernel);
         self.activate(&mut work.hidden);
-        let mut out = [0f32; 3];
-        self.value_fc2.apply(&work.hidden, &mut out);
-        if self.value_fc2.outputs == 3 {
-            let top = out.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exp = out.map(|v| (v - top).exp());
-            let sum: f32 = exp.iter().sum();
-            exp.map(|e| e / sum)
-        } else {
-            let v = out[0].tanh();
-            [(1.0 + v) * 0.5, 0.0, (1.0 - v) * 0.5]
-        }
+        let fc2 = &self.value_fc2;
+        work.head.resize(n * fc2.outputs(), 0.0);
+        fc2.apply(
+            &work.hidden,
+            n,
+            &mut work.head,
+            &mut work.linear,
+            self.kernel,
+        );
+        work.head
+            .chunks_exact(fc2.outputs())
+            .map(|out| {
+                if let &[w, d, l] = out {
+                    let top = w.max(d).max(l);
+                    let exp = [w, d, l].map(|v| (v - top).exp());
+                    let sum: f32 = exp.iter().sum();
+                    exp.map(|e| e / sum)
+                } else {
+                    let v = out[0].tanh();
+                    [(1.0 + v) * 0.5, 0.0, (1.0 - v) * 0.5]
+                }
+            })
+            .collect()
     }
 
     #[inline(always)]
