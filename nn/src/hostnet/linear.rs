@@ -78,18 +78,19 @@ impl Linear {
     }
 
     /// `out[r] = bias + input[r] · W` for the `rows` rows of `input` (`[rows][inputs]`) into
-    /// `out` (`[rows][outputs]`).
+    /// `out`, sized here to `[rows][outputs]`.
     #[inline(always)]
     pub(super) fn apply(
         &self,
         input: &[f32],
         rows: usize,
-        out: &mut [f32],
+        out: &mut Vec<f32>,
         scratch: &mut Scratch,
         kernel: Kernel,
     ) {
         let (cin, cout, padded) = (self.inputs, self.outputs, self.padded);
-        let (input, out) = (&input[..rows * cin], &mut out[..rows * cout]);
+        out.resize(rows * cout, 0.0);
+        let (input, out) = (&input[..rows * cin], &mut out[..]);
         if padded == cout {
             simd::multiply(kernel, input, rows, cin, &self.panels, padded, out, cout);
             for row in out.chunks_exact_mut(cout) {

@@ -228,7 +228,6 @@ impl HostNet {
                 *p /= 64.0;
             }
         }
-        work.hidden.resize(n * fc1.outputs(), 0.0);
         fc1.apply(
             &work.pooled,
             n,
@@ -237,7 +236,6 @@ impl HostNet {
             self.kernel,
         );
         self.activate(&mut work.hidden);
-        work.head.resize(n * fc2.outputs(), 0.0);
         fc2.apply(
             &work.hidden,
             n,
@@ -281,10 +279,8 @@ impl HostNet {
                     .collect()
             }
             Policy::Classical { conv, fc } => {
-                work.y.resize(n * 64 * conv.outputs(), 0.0);
                 conv.apply(&work.x, n * 64, &mut work.y, &mut work.linear, self.kernel);
                 self.activate(&mut work.y);
-                work.head.resize(n * fc.outputs(), 0.0);
                 fc.apply(&work.y, n, &mut work.head, &mut work.linear, self.kernel);
                 batch
                     .iter()
@@ -299,15 +295,12 @@ impl HostNet {
     #[inline(always)]
     fn value(&self, n: usize, work: &mut Workspace) -> Vec<[f32; 3]> {
         let conv = &self.value_conv;
-        work.y.resize(n * 64 * conv.outputs(), 0.0);
         conv.apply(&work.x, n * 64, &mut work.y, &mut work.linear, self.kernel);
         self.activate(&mut work.y);
-        work.hidden.resize(n * self.value_fc1.outputs(), 0.0);
         self.value_fc1
             .apply(&work.y, n, &mut work.hidden, &mut work.linear, self.kernel);
         self.activate(&mut work.hidden);
         let fc2 = &self.value_fc2;
-        work.head.resize(n * fc2.outputs(), 0.0);
         fc2.apply(
             &work.hidden,
             n,
