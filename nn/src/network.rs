@@ -829,6 +829,7 @@ impl Backend for Network {
 mod tests {
     use super::*;
     use crate::encode::PositionHistory;
+    use crate::hostnet::HOST_CHUNK;
     use crate::policy::{conv_policy_map, for_each_legal_move, move_index, parse_uci_move};
     use crate::weights::{Architecture, Encoding, variety};
     use cozy_chess::Board;
@@ -994,8 +995,13 @@ mod tests {
                 );
                 return;
             };
-            // All positions in one call: the batched convolutions keep each board apart.
-            let positions = sample_positions();
+            // All positions in one call, a whole chunk and a few more: the batched
+            // convolutions keep each board apart.
+            let positions: Vec<InputPlanes> = sample_positions()
+                .into_iter()
+                .cycle()
+                .take(HOST_CHUNK + 3)
+                .collect();
             let batch: Vec<EvalInput<'_>> = positions
                 .iter()
                 .map(|planes| EvalInput {

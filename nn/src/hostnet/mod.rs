@@ -9,7 +9,7 @@
 //! AVX-512, the copy picked at run time. It computes the function of
 //! [`crate::network::Network::forward`] in fp32 (tested against the plain reference pass on
 //! every test architecture) and is used only where it is the faster of the two. Its weights
-//! (the 3×3 ones in the Winograd domain, 16/9 of their size) are one copy shared by the lanes.
+//! (the 3×3 ones in the Winograd domain, 4× their size) are one copy shared by the lanes.
 
 mod linear;
 mod simd;
