@@ -150,7 +150,7 @@ fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
 impl Conv3 {
     /// Transforms `conv`'s weights (`[out][in][3][3]`).
     pub(super) fn new(conv: &Conv) -> Conv3 {
-        assert_eq!(conv.kernel, 3, "Winograd F(m x m, 3x3) is for 3x3 kernels");
+        assert_eq!(conv.kernel, 3, "Winograd F(4x4, 3x3) is for 3x3 kernels");
         let wide = conv.inputs.div_ceil(LANES) * LANES;
         let padded = conv.outputs.div_ceil(LANES) * LANES;
         Conv3 {
@@ -264,27 +264,24 @@ impl Conv3 {
     }
 }
 
-/// `conv`'s weights in tiling `T`'s domain, G·g·Gᵀ, laid out `[K][padded / LANES][wide]
+/// `conv`'s weights in the Winograd domain, G·g·Gᵀ, laid out `[K][padded / LANES][wide]
 /// [LANES]` (zeros for the inputs from `conv.inputs` to `wide` and the outputs from
 /// `conv.outputs` to `padded`); computed in f64 so that the transform adds no rounding
 /// beyond the final f32.
 fn transform_weights(conv: &Conv, wide: usize, padded: usize) -> Vec<f32> {
-    let (inputs, outputs, n) = (conv.inputs, conv.outputs, N);
+    let (inputs, outputs) = (conv.inputs, conv.outputs);
     let mut u = vec![0f32; K * wide * padded];
     for o in 0..outputs {
         for i in 0..inputs {
             let g = &conv.weights[(o * inputs + i) * 9..][..9];
             // G · g, then · Gᵀ
-            let gg: Vec<[f64; 3]> = G
-                .iter()
-                .map(|row| {
-                    std::array::from_fn(|c| (0..3).map(|k| row[k] * f64::from(g[k * 3 + c])).sum())
-                })
-                .collect();
+            let gg: [[f64; 3]; N] = G.map(|row| {
+                std::array::from_fn(|c| (0..3).map(|k| row[k] * f64::from(g[k * 3 + c])).sum())
+            });
             for (a, row) in gg.iter().enumerate() {
                 for (b, g) in G.iter().enumerate() {
                     let value: f64 = (0..3).map(|c| row[c] * g[c]).sum();
-                    let block = (a * n + b) * padded / LANES + o / LANES;
+                    let block = (a * N + b) * padded / LANES + o / LANES;
                     u[(block * wide + i) * LANES + o % LANES] = value as f32;
                 }
             }
