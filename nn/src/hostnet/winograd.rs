@@ -196,7 +196,9 @@ impl Conv3 {
                     to.copy_from_slice(from);
                 }
                 let left = cin / LANES * LANES;
-                ringed[left..].copy_from_slice(&channels[left..]);
+                if left < cin {
+                    ringed[left..].copy_from_slice(&channels[left..]);
+                }
             }
         }
         let v = grown(&mut scratch.v, K * rows * wide);
