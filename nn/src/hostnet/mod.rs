@@ -175,12 +175,9 @@ impl HostNet {
                 }
             }
         }
-        work.x.resize(n * 64 * filters, 0.0);
         self.input
             .apply(&work.y, &mut work.x, n, &mut work.scratch, self.kernel);
         self.activate(&mut work.x);
-        work.y.resize(n * 64 * filters, 0.0);
-        work.z.resize(n * 64 * filters, 0.0);
         for block in &self.blocks {
             block
                 .conv1
@@ -267,10 +264,8 @@ impl HostNet {
                 conv2,
                 gather,
             } => {
-                work.y.resize(n * 64 * conv1.outputs(), 0.0);
                 conv1.apply(&work.x, &mut work.y, n, &mut work.scratch, self.kernel);
                 self.activate(&mut work.y);
-                work.head.resize(n * 64 * conv2.outputs(), 0.0);
                 conv2.apply(&work.y, &mut work.head, n, &mut work.scratch, self.kernel);
                 batch
                     .iter()

@@ -98,6 +98,7 @@ pub(super) struct Conv3 {
     padded: usize,
     /// Transformed weights, `[K][padded / LANES][wide][LANES]`.
     u: Vec<f32>,
+    /// The biases, padded with zeros to `padded`.
     bias: Vec<f32>,
 }
 
@@ -116,25 +117,23 @@ pub(super) struct Scratch {
 }
 
 /// Boards in rings of zeros, channels padded with zeros to a multiple of [`LANES`]:
-/// `[positions][RING][RING][wide]`.
+/// `[positions][RING][RING][wide]`, one buffer per `wide` (a pass has two: the input
+/// planes' and the tower's), so that no layer re-zeroes the other's.
 #[derive(Default)]
-struct Rings {
-    floats: Vec<f32>,
-    /// The `wide` that `floats` is laid out for.
-    wide: usize,
-}
+struct Rings(Vec<(usize, Vec<f32>)>);
 
 impl Rings {
     /// Room for `positions` boards of `wide` channels. Only the boards' squares are written
-    /// after this, so the rings and padding channels stay zero while the layout does.
+    /// after this, so the rings and padding channels stay zero.
     fn boards(&mut self, positions: usize, wide: usize) -> &mut [f32] {
-        let len = positions * RING * RING * wide;
-        if self.wide != wide || self.floats.len() < len {
-            self.floats.clear();
-            self.floats.resize(len, 0.0);
-            self.wide = wide;
-        }
-        &mut self.floats[..len]
+        let at = match self.0.iter().position(|(w, _)| *w == wide) {
+            Some(at) => at,
+            None => {
+                self.0.push((wide, Vec::new()));
+                self.0.len() - 1
+            }
+        };
+        grown(&mut self.0[at].1, positions * RING * RING * wide)
     }
 }
 
@@ -159,7 +158,11 @@ impl Conv3 {
             wide,
             padded,
             u: transform_weights(conv, wide, padded),
-            bias: conv.bias.clone(),
+            bias: {
+                let mut bias = conv.bias.clone();
+                bias.resize(padded, 0.0);
+                bias
+            },
         }
     }
 
@@ -169,18 +172,19 @@ impl Conv3 {
     }
 
     /// Convolves each of the `positions` boards of `input` (`[positions][64][inputs]`) into
-    /// `out` (`[positions][64][outputs]`), bias added.
+    /// `out`, sized here to `[positions][64][outputs]`, bias added.
     #[inline(always)]
     pub(super) fn apply(
         &self,
         input: &[f32],
-        out: &mut [f32],
+        out: &mut Vec<f32>,
         positions: usize,
         scratch: &mut Scratch,
         kernel: Kernel,
     ) {
         let (cin, wide, cout, padded) = (self.inputs, self.wide, self.outputs, self.padded);
         let rows = positions * TILES;
+        out.resize(positions * 64 * cout, 0.0);
         let boards = scratch.rings.boards(positions, wide);
         for (ringed, board) in boards
             .chunks_exact_mut(RING * RING * wide)
@@ -216,7 +220,7 @@ impl Conv3 {
         for ((v, u), m) in components.zip(weights).zip(products) {
             simd::multiply(kernel, v, rows, wide, u, padded, m, padded);
         }
-        for (position, board) in out.chunks_exact_mut(64 * cout).take(positions).enumerate() {
+        for (position, board) in out.chunks_exact_mut(64 * cout).enumerate() {
             for tile in 0..TILES {
                 let row = position * TILES + tile;
                 self.untransform_tile(tile, row, rows, m, board);
@@ -235,13 +239,7 @@ impl Conv3 {
             // Column b of Aᵀ·m is Aᵀ times component column b.
             let (base, across) = (row * padded + c, rows * padded);
             columns::<false>(&mut half, m, base, N * across, across);
-            let bias = if c + LANES <= cout {
-                load(&self.bias[c..])
-            } else {
-                let mut bias = ZERO;
-                bias[..cout - c].copy_from_slice(&self.bias[c..]);
-                bias
-            };
+            let bias = load(&self.bias[c..]);
             #[allow(clippy::needless_range_loop)] // p picks entry p of every column
             for p in 0..M {
                 let row = [
@@ -411,7 +409,7 @@ mod tests {
                 .flat_map(|board| direct(&conv, board))
                 .collect();
             for &kernel in &kernels {
-                let mut out = vec![0f32; BOARDS * 64 * cout];
+                let mut out = Vec::new();
                 let mut scratch = Scratch::default();
                 Conv3::new(&conv).apply(&input, &mut out, BOARDS, &mut scratch, kernel);
                 let worst = out
