@@ -24,13 +24,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use crate::backend::Backend;
-use crate::builtin::Weights;
+use crate::builtin::{self, Weights};
 use crate::client::{ClientError, EvalClient};
 use crate::heuristic::Heuristic;
-use crate::network::{Network, Precision};
+use crate::hostnet::HostLane;
+use crate::network::{self, Network, Precision};
 use crate::server::{self, ServerConfig};
 use crate::triton::backend::TritonBackend;
 use crate::triton::client::TritonTarget;
+use crate::weights;
 
 /// The first argument that makes the `banyan` binary (or a test binary) the evaluator.
 pub const ROLE_ARG: &str = "__evaluator";
@@ -401,8 +403,9 @@ fn run(args: impl IntoIterator<Item = OsString>, status: &mut impl Write) -> Res
 }
 
 /// The backends of `config`'s evaluator, one per lane: as many as its threads for a network
-/// or the heuristic on the CPU, each network computing on one libtorch thread (see
-/// [`crate::server`]); one for a GPU (its host-side work on the threads) or Triton.
+/// or the heuristic on the CPU (see [`crate::server`]), a network in fp32 on the host pass
+/// alone ([`HostLane`], no libtorch network), else each computing on one libtorch thread;
+/// one for a GPU (its host-side work on the threads) or Triton.
 fn open_lanes(config: &EvaluatorConfig) -> Result<Vec<Box<dyn Backend>>, String> {
     let on_cpu = config.triton.is_none()
         && (config.weights == Weights::Heuristic
@@ -415,6 +418,20 @@ fn open_lanes(config: &EvaluatorConfig) -> Result<Vec<Box<dyn Backend>>, String>
         return Ok((0..lanes)
             .map(|_| Box::new(Heuristic::new(config.max_batch)) as Box<dyn Backend>)
             .collect());
+    }
+    if config.precision.resolve(tch::Device::Cpu) == Precision::Fp32 {
+        let (weights, name) = match &config.weights {
+            Weights::File(path) => (weights::load(path), network::file_name(path)),
+            _ => (
+                weights::from_gzip_bytes(builtin::NETWORK),
+                builtin::NETWORK_NAME.to_string(),
+            ),
+        };
+        let weights = weights.map_err(|e| format!("loading {}: {e}", config.weights))?;
+        let description = network::describe(&weights, &name);
+        if let Some(lanes) = HostLane::open(&weights, &description, config.max_batch, lanes) {
+            return Ok(lanes.into_iter().map(|l| Box::new(l) as _).collect());
+        }
     }
     set_torch_threads(1);
     let network = load_network(config, tch::Device::Cpu)?;

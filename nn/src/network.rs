@@ -370,16 +370,7 @@ impl Network {
     /// thread count is the caller's (`tch::set_num_threads`), as it is process-wide.
     pub fn load(path: &Path, device: Device) -> Result<Network, LoadError> {
         let weights = weights::load(path)?;
-        let name = path
-            .file_name()
-            .map(|n| {
-                n.to_string_lossy()
-                    .trim_end_matches(".gz")
-                    .trim_end_matches(".pb")
-                    .to_string()
-            })
-            .unwrap_or_default();
-        Network::frozen(&weights, &name, device)
+        Network::frozen(&weights, &file_name(path), device)
     }
 
     /// Loads the built-in network ([`crate::builtin::NETWORK`]) onto `device`, for inference.
@@ -448,11 +439,7 @@ impl Network {
             wdl: weights.value.is_wdl(),
         };
         let input = ConvLayer::new(&weights.input, &root / "input")?;
-        let description = if name.is_empty() {
-            weights.describe()
-        } else {
-            format!("{name}: {}", weights.describe())
-        };
+        let description = describe(weights, name);
         tracing::info!(network = %description, ?device, "network loaded");
         Ok(Network {
             description,
@@ -777,6 +764,27 @@ impl Network {
         Tensor::from_slice(&self.input_buffer)
             .view([size as i64, INPUT_PLANES as i64, 8, 8])
             .to_device(self.device())
+    }
+}
+
+/// The name of a network file: its file name without `.pb.gz`.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_end_matches(".gz")
+                .trim_end_matches(".pb")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// How a network is described: `name: shape` (the shape alone without a name).
+pub fn describe(weights: &NetWeights, name: &str) -> String {
+    if name.is_empty() {
+        weights.describe()
+    } else {
+        format!("{name}: {}", weights.describe())
     }
 }
 

@@ -10,12 +10,16 @@
 //! [`crate::network::Network::forward`] in fp32 (tested against the plain reference pass on
 //! every test architecture) and is used only where it is the faster of the two. Its weights
 //! (the 3×3 ones in the Winograd domain, 4× their size) are one copy shared by the lanes.
+//! Where it takes every batch (fp32 on the CPU), an evaluator lane is a [`HostLane`] and
+//! builds no libtorch network at all.
 
 mod linear;
 mod simd;
 mod winograd;
 
-use crate::backend::{EvalInput, RawEval};
+use std::sync::Arc;
+
+use crate::backend::{Backend, EvalInput, RawEval};
 use crate::encode::INPUT_PLANES;
 use crate::policy::conv_policy_gather;
 use crate::weights::{Activation, NetWeights, PolicyHead};
@@ -333,5 +337,54 @@ impl HostNet {
                 }
             }
         }
+    }
+}
+
+/// An evaluator lane on the host pass alone: a network in fp32 on a CPU with AVX2 and FMA,
+/// where the host pass would take every batch of a libtorch [`crate::network::Network`].
+pub struct HostLane {
+    net: Arc<HostNet>,
+    work: Workspace,
+    max_batch: usize,
+    description: String,
+}
+
+impl HostLane {
+    /// `lanes` lanes sharing one copy of `weights` (described as `description`), for batches
+    /// of up to `max_batch`; `None` where this CPU lacks AVX2 and FMA.
+    pub fn open(
+        weights: &NetWeights,
+        description: &str,
+        max_batch: usize,
+        lanes: usize,
+    ) -> Option<Vec<HostLane>> {
+        let net = Arc::new(HostNet::new(weights)?);
+        tracing::info!(network = %description, lanes, "network loaded for the host pass");
+        Some(
+            (0..lanes)
+                .map(|_| HostLane {
+                    net: Arc::clone(&net),
+                    work: Workspace::default(),
+                    max_batch: max_batch.max(1),
+                    description: description.to_string(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Backend for HostLane {
+    fn evaluate(&mut self, batch: &[EvalInput<'_>], out: &mut Vec<RawEval>) -> Result<(), String> {
+        out.clear();
+        self.net.evaluate(batch, &mut self.work, out);
+        Ok(())
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
     }
 }
