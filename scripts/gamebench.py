@@ -2,8 +2,11 @@
 """The game benchmark for any UCI engine (scripts/measure runs it for Lc0): replays the games of
 data/bench/games.txt ply by ply in one engine process (so the engine may keep its tree), sends
 `go nodes N` at every ply, and prints new nodes per second of wall time from `go` to
-`bestmove` (new nodes: the engine's last `info ... nodes`) and the median time per move, in
-the layout of `banyan bench --game`.
+`bestmove` and the median time per move, in the layout of `banyan bench --game`.
+
+New nodes are this search's playouts: the last `info`'s `nps` times its `time`, where it has
+both, else its `nodes`. (Lc0's `nodes` counts the visits kept from earlier searches too, which
+cost this search nothing; its `nps` counts only this search's playouts.)
 
 Usage: gamebench.py --nodes N [--option Name=Value ...] -- ENGINE [ARGS...]
 """
@@ -65,6 +68,10 @@ def main():
                 words = l.split()
                 if words[:1] == ["info"] and "nodes" in words:
                     nodes = int(words[words.index("nodes") + 1])
+                    if "nps" in words and "time" in words:
+                        nps = int(words[words.index("nps") + 1])
+                        ms = int(words[words.index("time") + 1])
+                        nodes = round(nps * ms / 1000)
             game_nodes += nodes
             game_time += took
             times.append(took)
