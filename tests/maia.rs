@@ -99,3 +99,79 @@ fn at_100_nodes_the_move_lc0_prefers() {
     }
     engine.quit();
 }
+
+#[test]
+fn at_800_playouts_the_visits_lc0_gives() {
+    if !shared_nets_or_skip(
+        "maia::at_800_playouts_the_visits_lc0_gives",
+        &["maia-1900.pb.gz"],
+    ) {
+        return;
+    }
+    // Lc0 v0.33-dev (`../shared/bin/lc0`, BLAS, maia-1900, `Threads 1`, `MinibatchSize 1`, `NodesAsPlayouts true`,
+    // `SmartPruningFactor 0`, `go nodes 800`): the root visits of its most visited moves, from
+    // `VerboseMoveStats`. The same selection rule (CPuct and its growth, FPU reduction over
+    // the visited policy, the policy temperature, the in-flight term) gives the same visits up
+    // to the float rounding of two different network passes.
+    let cases: [(&str, &[(&str, i32)]); 4] = [
+        (
+            "position startpos",
+            &[
+                ("e2e4", 311),
+                ("d2d4", 228),
+                ("g1f3", 83),
+                ("c2c4", 76),
+                ("f2f4", 20),
+            ],
+        ),
+        (
+            "position startpos moves e2e4 e7e5 g1f3 b8c6 f1b5 a7a6",
+            &[("b5a4", 592), ("b5c6", 194), ("b5c4", 9), ("b5e2", 5)],
+        ),
+        (
+            "position fen r1bqkb1r/pp2pppp/2np4/3nP3/3P4/5N2/PP3PPP/RNBQKB1R w KQkq - 0 7",
+            &[
+                ("b1c3", 341),
+                ("f1c4", 237),
+                ("e5d6", 95),
+                ("f1e2", 34),
+                ("f1b5", 24),
+            ],
+        ),
+        (
+            "position fen 8/5pk1/6p1/3P4/2K5/8/5PP1/8 w - - 0 40",
+            &[("c4c5", 541), ("d5d6", 134), ("c4d4", 78), ("c4b5", 20)],
+        ),
+    ];
+    let mut engine = Engine::start();
+    engine.send("setoption name Threads value 1");
+    engine.send("setoption name MinibatchSize value 1");
+    engine.send("setoption name Precision value fp32");
+    engine.send("setoption name VerboseMoveStats value true");
+    use_net(&mut engine, "maia-1900.pb.gz");
+    for (position, lc0) in cases {
+        engine.send("ucinewgame");
+        engine.send(position);
+        engine.send("go nodes 800");
+        let lines = engine.read_until("bestmove");
+        assert_eq!(bestmove_of(&lines).0, lc0[0].0, "{position}: {lines:?}");
+        for &(mv, visits) in lc0 {
+            let ours = visits_of(&lines, mv).unwrap_or_else(|| panic!("{mv}: {lines:?}"));
+            assert!(
+                (ours - visits).abs() <= 3 + visits / 50,
+                "{position}: {mv} has {ours} visits, Lc0 gives it {visits}: {lines:?}"
+            );
+        }
+    }
+    engine.quit();
+}
+
+/// The visits `N:` of `mv` in a search's `VerboseMoveStats` lines.
+fn visits_of(lines: &[String], mv: &str) -> Option<i32> {
+    let line = lines.iter().find(|l| {
+        l.strip_prefix("info string ")
+            .is_some_and(|r| r.starts_with(&format!("{mv} ")))
+    })?;
+    let rest = &line[line.find("N:")? + 2..];
+    rest.split_whitespace().next()?.parse().ok()
+}
