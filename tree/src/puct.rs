@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::arena::Arena;
-use crate::node::{exact_value, prior_value, split_count};
+use crate::node::{Outcome, exact_value, prior_value, split_count};
 use crate::slot::Slot;
 
 /// Search parameters of the selection formula; the defaults are Lc0's.
@@ -97,13 +97,17 @@ impl Arena {
                     continue;
                 }
             };
-            visited_policy += p;
             // Acquire: an exact value is published with release by `set_terminal` or a proof.
             let state = child.state.load(Ordering::Acquire);
-            let q = match exact_value(child, state) {
-                Some((wl, _)) => -wl,
-                None => child.averages(n).0,
+            let (q, p) = match exact_value(child, state) {
+                // A move proven lost (the child's side to move wins) has no uncertainty left
+                // to explore: like Lc0, its policy counts as zero, in U and in the visited
+                // policy mass, so that every other move is tried before it is visited again.
+                Some((wl, d)) if Outcome::from_value(wl, d) == Some(Outcome::Win) => (-1.0, 0.0),
+                Some((wl, _)) => (-wl, p),
+                None => (child.averages(n).0, p),
             };
+            visited_policy += p;
             let score = q + explore * p / (1 + n + f) as f32;
             if best.as_ref().is_none_or(|(s, _)| score > *s) {
                 best = Some((score, Choice { word, raw }));
@@ -187,6 +191,22 @@ mod tests {
             .count
             .fetch_add(10 << 32, Ordering::Relaxed);
         assert_eq!(chosen(&arena), Slot::Node(other));
+    }
+
+    #[test]
+    fn a_move_proven_lost_gets_no_visits_from_its_prior() {
+        let (arena, lost, open) = two_children([0.0, -0.9]);
+        // One visit to `lost` so far: its prior alone would make it the choice by far.
+        let node = arena.node(lost);
+        let prior = split_count(node.count.load(Ordering::Relaxed)).2;
+        node.count
+            .store(1 | ((prior as u64) << 48), Ordering::Relaxed);
+        let params = PuctParams::default();
+        let chosen = |arena: &Arena| Slot::decode(arena.choose(arena.root(), &params).unwrap().raw);
+        assert_eq!(chosen(&arena), Slot::Node(lost));
+        // Proven: the side to move after it mates in one.
+        arena.set_terminal(lost, 1.0, 0.0, Some(1));
+        assert_eq!(chosen(&arena), Slot::Node(open));
     }
 
     #[test]
