@@ -11,12 +11,9 @@ cost this search nothing; its `nps` counts only this search's playouts.)
 Usage: gamebench.py --nodes N [--option Name=Value ...] -- ENGINE [ARGS...]
 """
 import argparse
-import pathlib
-import subprocess
-import sys
 import time
 
-GAMES = pathlib.Path(__file__).resolve().parent.parent / "data" / "bench" / "games.txt"
+from uci_games import Engine, games, position
 
 
 def main():
@@ -25,43 +22,18 @@ def main():
     parser.add_argument("--option", action="append", default=[])
     parser.add_argument("engine", nargs="+")
     args = parser.parse_args()
-    engine = subprocess.Popen(args.engine, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, bufsize=1)
-
-    def send(line):
-        engine.stdin.write(line + "\n")
-
-    def until(prefix):
-        lines = []
-        while True:
-            line = engine.stdout.readline()
-            if not line:
-                sys.exit(f"the engine exited before '{prefix}'")
-            lines.append(line.strip())
-            if line.startswith(prefix):
-                return lines
-
-    send("uci")
-    until("uciok")
-    for option in args.option:
-        name, value = option.split("=", 1)
-        send(f"setoption name {name} value {value}")
-    send("isready")
-    until("readyok")
+    engine = Engine(args.engine, [option.split("=", 1) for option in args.option])
     total_nodes, total_time, times = 0, 0.0, []
-    games = [l for l in GAMES.read_text().splitlines() if l and not l.startswith("#")]
-    for g, line in enumerate(games, 1):
-        fen, moves = (part.strip() for part in line.split("|"))
-        moves = moves.split()
-        send("ucinewgame")
+    for g, (fen, moves) in enumerate(games(), 1):
+        engine.send("ucinewgame")
         game_nodes, game_time = 0, 0.0
         for ply in range(len(moves)):
-            send(f"position fen {fen} moves {' '.join(moves[:ply])}".rstrip())
-            send("isready")
-            until("readyok")
+            engine.send(position(fen, moves[:ply]))
+            engine.send("isready")
+            engine.until("readyok")
             started = time.monotonic()
-            send(f"go nodes {args.nodes}")
-            lines = until("bestmove")
+            engine.send(f"go nodes {args.nodes}")
+            lines = engine.until("bestmove")
             took = time.monotonic() - started
             nodes = 0
             for l in lines:
@@ -79,8 +51,7 @@ def main():
               f"time {game_time * 1000:.0f} ms, nodes/s {game_nodes / game_time:.0f}")
         total_nodes += game_nodes
         total_time += game_time
-    send("quit")
-    engine.wait()
+    engine.quit()
     times.sort()
     print(f"Game nodes/second: {total_nodes / total_time:.0f}  "
           f"Median time/move: {times[len(times) // 2] * 1000:.0f} ms  Moves: {len(times)}")

@@ -16,55 +16,25 @@ Usage:
       -- target/release/banyan
 """
 import argparse
-import pathlib
 import re
-import subprocess
-import sys
 
-GAMES = pathlib.Path(__file__).resolve().parent.parent / "data" / "bench" / "games.txt"
+from uci_games import Engine, games, position
+
 STATS = re.compile(r"info string (\S+)\s+\(\s*\d+\s*\)\s+N:\s+(\d+)")
 
 
-class Engine:
-    def __init__(self, command, options):
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        self.send("uci")
-        self.until("uciok")
-        for name, value in options:
-            self.send(f"setoption name {name} value {value}")
-        self.send("isready")
-        self.until("readyok")
-
-    def send(self, line):
-        self.process.stdin.write(line + "\n")
-
-    def until(self, prefix):
-        lines = []
-        while True:
-            line = self.process.stdout.readline()
-            if not line:
-                sys.exit(f"{self.process.args[0]} exited before '{prefix}'")
-            lines.append(line.strip())
-            if line.startswith(prefix):
-                return lines
-
-    def search(self, position, nodes):
-        """The best move and the root visits of each move after `go nodes`."""
-        self.send("ucinewgame")
-        self.send(position)
-        self.send(f"go nodes {nodes}")
-        lines = self.until("bestmove")
-        visits = {}
-        for line in lines:
-            match = STATS.match(line)
-            if match and match.group(1) != "node":
-                visits[match.group(1)] = int(match.group(2))
-        return lines[-1].split()[1], visits
-
-    def quit(self):
-        self.send("quit")
-        self.process.wait()
+def search(engine, at, nodes):
+    """The best move and the root visits of each move after `go nodes` from a fresh tree."""
+    engine.send("ucinewgame")
+    engine.send(at)
+    engine.send(f"go nodes {nodes}")
+    lines = engine.until("bestmove")
+    visits = {}
+    for line in lines:
+        match = STATS.match(line)
+        if match and match.group(1) != "node":
+            visits[match.group(1)] = int(match.group(2))
+    return lines[-1].split()[1], visits
 
 
 def l1(a, b):
@@ -90,25 +60,20 @@ def main():
         ("NodesAsPlayouts", "true"), ("SmartPruningFactor", 0), ("VerboseMoveStats", "true")])
     tested = Engine(args.engine, [("WeightsFile", args.weights), ("VerboseMoveStats", "true")]
                     + [tuple(o.split("=", 1)) for o in args.option])
-    positions = []
-    for line in GAMES.read_text().splitlines():
-        if line and not line.startswith("#"):
-            fen, moves = (part.strip() for part in line.split("|"))
-            moves = moves.split()
-            positions += [f"position fen {fen} moves {' '.join(moves[:ply])}".rstrip()
-                          for ply in range(len(moves))]
+    positions = [position(fen, moves[:ply]) for fen, moves in games()
+                 for ply in range(len(moves))]
     same, distance, far = 0, 0.0, []
-    for position in positions:
-        best, visits = reference.search(position, args.nodes)
-        ours, our_visits = tested.search(position, args.nodes)
+    for at in positions:
+        best, visits = search(reference, at, args.nodes)
+        ours, our_visits = search(tested, at, args.nodes)
         same += ours == best
         d = l1(our_visits, visits)
         distance += d
-        far.append((d, position, best, ours))
+        far.append((d, at, best, ours))
     reference.quit()
     tested.quit()
-    for d, position, best, ours in sorted(far, reverse=True)[:args.worst]:
-        print(f"L1 {d:.3f}  Lc0 {best}  tested {ours}  {position}")
+    for d, at, best, ours in sorted(far, reverse=True)[:args.worst]:
+        print(f"L1 {d:.3f}  Lc0 {best}  tested {ours}  {at}")
     n = len(positions)
     print(f"positions: {n}  same best move as Lc0's sequential search: {same} ({same / n:.1%})  "
           f"mean L1 of the root visit shares: {distance / n:.3f}")

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Engine, bestmove_of, last_search_info, net, shared_nets_or_skip};
+use common::{Engine, bestmove_of, last_search_info, move_stat, net, shared_nets_or_skip};
 
 /// Sets `WeightsFile` to the third-party net `name` and checks the engine says it is in use.
 fn use_net(engine: &mut Engine, name: &str) {
@@ -156,7 +156,8 @@ fn at_800_playouts_the_visits_lc0_gives() {
         let lines = engine.read_until("bestmove");
         assert_eq!(bestmove_of(&lines).0, lc0[0].0, "{position}: {lines:?}");
         for &(mv, visits) in lc0 {
-            let ours = visits_of(&lines, mv).unwrap_or_else(|| panic!("{mv}: {lines:?}"));
+            let ours =
+                move_stat(&lines, mv, "N:").unwrap_or_else(|| panic!("{mv}: {lines:?}")) as i32;
             assert!(
                 (ours - visits).abs() <= 3 + visits / 50,
                 "{position}: {mv} has {ours} visits, Lc0 gives it {visits}: {lines:?}"
@@ -164,14 +165,4 @@ fn at_800_playouts_the_visits_lc0_gives() {
         }
     }
     engine.quit();
-}
-
-/// The visits `N:` of `mv` in a search's `VerboseMoveStats` lines.
-fn visits_of(lines: &[String], mv: &str) -> Option<i32> {
-    let line = lines.iter().find(|l| {
-        l.strip_prefix("info string ")
-            .is_some_and(|r| r.starts_with(&format!("{mv} ")))
-    })?;
-    let rest = &line[line.find("N:")? + 2..];
-    rest.split_whitespace().next()?.parse().ok()
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Engine, Rng, bestmove_of, info_field, is_legal};
+use common::{Engine, Rng, bestmove_of, info_field, is_legal, move_stat};
 use cozy_chess::{Board, Move};
 
 /// A knight against a bare king (a proven draw at once).
@@ -293,13 +293,7 @@ fn draw_share(engine: &mut Engine, position: &str, mv: &str) -> f32 {
     engine.send(position);
     engine.send("go nodes 400");
     let lines = engine.read_until("bestmove");
-    let line = lines
-        .iter()
-        .find(|l| l.starts_with(&format!("info string {mv} ")))
-        .unwrap_or_else(|| panic!("no stats for {mv}: {lines:?}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let d = words.iter().position(|&w| w == "(D:").expect("a D field");
-    words[d + 1].trim_end_matches(')').parse().unwrap()
+    move_stat(&lines, mv, "(D:").unwrap_or_else(|| panic!("no D for {mv}: {lines:?}"))
 }
 
 /// Lc0's rule: a position's second occurrence is a draw in the tree only when the cycle lies

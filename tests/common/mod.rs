@@ -209,6 +209,17 @@ pub fn priors(engine: &mut Engine, position: &str) -> BTreeMap<String, f32> {
     priors
 }
 
+/// A field of `mv`'s `VerboseMoveStats` line in a search's output: the number after `label`
+/// (`"N:"`, `"(D:"`, `"(P:"` …), without its closing parenthesis or percent sign.
+pub fn move_stat(lines: &[String], mv: &str, label: &str) -> Option<f32> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("info string {mv} ")))?;
+    let mut words = line.split_whitespace();
+    words.find(|&w| w == label)?;
+    words.next()?.trim_end_matches([')', '%']).parse().ok()
+}
+
 /// The largest difference between two sets of priors of the same moves.
 pub fn prior_difference(a: &BTreeMap<String, f32>, b: &BTreeMap<String, f32>) -> f32 {
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());

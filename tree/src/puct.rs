@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use crate::arena::Arena;
-use crate::node::{Outcome, exact_value, prior_value, split_count};
+use crate::node::{Outcome, exact_value, prior_value, proven, split_count};
 use crate::slot::Slot;
 
 /// Search parameters of the selection formula; the defaults are Lc0's.
@@ -99,11 +99,12 @@ impl Arena {
             };
             // Acquire: an exact value is published with release by `set_terminal` or a proof.
             let state = child.state.load(Ordering::Acquire);
+            // A move proven lost (the child's side to move wins) has no uncertainty left to
+            // explore: like Lc0, its policy counts as zero, in U and in the visited policy
+            // mass, so that every other move is tried before it is visited again.
+            let lost = proven(state).is_some_and(|r| r.outcome == Outcome::Win);
             let (q, p) = match exact_value(child, state) {
-                // A move proven lost (the child's side to move wins) has no uncertainty left
-                // to explore: like Lc0, its policy counts as zero, in U and in the visited
-                // policy mass, so that every other move is tried before it is visited again.
-                Some((wl, d)) if Outcome::from_value(wl, d) == Some(Outcome::Win) => (-1.0, 0.0),
+                _ if lost => (-1.0, 0.0),
                 Some((wl, _)) => (-wl, p),
                 None => (child.averages(n).0, p),
             };
